@@ -1,0 +1,86 @@
+// Global tokens, random patterns and block layouts.
+
+#include <cmath>
+#include <random>
+
+#include "pattern_builder.hpp"
+#include "spattn/error.hpp"
+#include "spattn/patterns.hpp"
+
+namespace spattn::patterns {
+
+Csr global_tokens(const std::uint8_t* flags, index_t n) {
+  SPATTN_CHECK(n >= 0, "flags must have >= 0 entries, got ", n);
+  std::vector<index_t> global_columns;
+  for (index_t col = 0; col < n; ++col) {
+    if (flags[col]) global_columns.push_back(col);
+  }
+  const index_t globals = static_cast<index_t>(global_columns.size());
+  return detail::build_by_rows(
+      n, n, "global_tokens pattern", [&](index_t row) { return flags[row] ? n : globals; },
+      [&](index_t row, index_t* out) {
+        if (flags[row]) {
+          for (index_t col = 0; col < n; ++col) *out++ = col;
+        } else {
+          for (index_t col : global_columns) *out++ = col;
+        }
+      });
+}
+
+Csr random(index_t rows, index_t cols, double density, std::uint64_t seed) {
+  SPATTN_CHECK(rows >= 0, "n_rows must be >= 0, got ", rows);
+  SPATTN_CHECK(cols >= 0, "n_cols must be >= 0, got ", cols);
+  SPATTN_CHECK(density >= 0.0 && density <= 1.0, "density must be in [0, 1], got ", density);
+  const index_t total = checked_mul(rows, cols, "random pattern");
+  check_nnz_limit(static_cast<index_t>(std::ceil(density * static_cast<double>(total))), "random pattern");
+  std::vector<index_t> row_offsets(rows + 1, 0);
+  std::vector<index_t> col_indices;
+  col_indices.reserve(static_cast<std::size_t>(density * static_cast<double>(total) * 1.05) + 16);
+  // Skip from entry to entry with geometric gaps: O(nnz) work, one sequential stream per seed.
+  std::mt19937_64 engine(seed);
+  if (density > 0.0 && total > 0) {
+    index_t position = -1;
+    if (density >= 1.0) {
+      for (index_t p = 0; p < total; ++p) col_indices.push_back(p);
+    } else {
+      std::geometric_distribution<index_t> gap(density);
+      while (true) {
+        const index_t skip = gap(engine);
+        if (skip >= total - 1 - position) break;
+        position += skip + 1;
+        col_indices.push_back(position);
+      }
+    }
+    // Turn flat positions into (row, col): positions are increasing, so rows fill in order.
+    for (auto& p : col_indices) {
+      ++row_offsets[p / cols + 1];
+      p %= cols;
+    }
+    for (index_t row = 0; row < rows; ++row) row_offsets[row + 1] += row_offsets[row];
+  }
+  return Csr::trusted(rows, cols, std::move(row_offsets), std::move(col_indices));
+}
+
+Csr from_block_layout(const std::uint8_t* layout, index_t block_rows, index_t block_cols, index_t block_size) {
+  SPATTN_CHECK(block_rows >= 0 && block_cols >= 0, "layout must have a non-negative shape, got (", block_rows,
+               ", ", block_cols, ")");
+  SPATTN_CHECK(block_size >= 1, "block_size must be >= 1, got ", block_size);
+  const index_t rows = checked_mul(block_rows, block_size, "block layout pattern");
+  const index_t cols = checked_mul(block_cols, block_size, "block layout pattern");
+  std::vector<index_t> blocks_per_row(block_rows, 0);
+  for (index_t r = 0; r < block_rows; ++r) {
+    for (index_t c = 0; c < block_cols; ++c) blocks_per_row[r] += layout[r * block_cols + c] != 0;
+  }
+  return detail::build_by_rows(
+      rows, cols, "block layout pattern",
+      [&](index_t row) { return blocks_per_row[row / block_size] * block_size; },
+      [&](index_t row, index_t* out) {
+        const std::uint8_t* layout_row = layout + (row / block_size) * block_cols;
+        for (index_t c = 0; c < block_cols; ++c) {
+          if (!layout_row[c]) continue;
+          for (index_t col = c * block_size; col < (c + 1) * block_size; ++col) *out++ = col;
+        }
+      });
+}
+
+}  // namespace spattn::patterns

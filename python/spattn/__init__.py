@@ -1,0 +1,37 @@
+"""spattn: attention over any sparsity pattern stored as CSR.
+
+Swin's shifted windows, local, axial, dilated, global-token, block (BigBird) and random attention are all
+one :class:`Pattern` and one set of kernels.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+from ._core import _C
+from . import patterns
+from .pattern import Pattern
+
+__version__ = _C.build_info()["version"]
+
+__all__ = ["Pattern", "patterns", "build_info", "cmake_dir", "__version__"]
+
+
+def build_info() -> dict:
+    """What this build contains: ``version``, ``cuda`` (kernels compiled in), ``cuda_archs``,
+    ``cuda_version``, ``cusparse``, ``openmp``, ``compiler``, plus ``cuda_devices`` visible now."""
+    info = dict(_C.build_info())
+    info["cuda_devices"] = _C.cuda_device_count()
+    return info
+
+
+def cmake_dir() -> str:
+    """The folder holding ``spattnConfig.cmake``: pass it to CMake as ``spattn_DIR``."""
+    # Next to the compiled module: in an editable install the .py files stay in the source tree.
+    here = _os.path.dirname(_os.path.abspath(_C.__file__))
+    for libdir in ("lib", "lib64"):
+        candidate = _os.path.join(here, libdir, "cmake", "spattn")
+        if _os.path.exists(_os.path.join(candidate, "spattnConfig.cmake")):
+            return candidate
+    raise FileNotFoundError("spattn's CMake package is not installed next to the Python package "
+                            f"(looked in {here}/lib*/cmake/spattn)")
