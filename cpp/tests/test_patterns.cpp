@@ -144,4 +144,19 @@ TEST(from_block_layout_expands_blocks) {
   CHECK_THROWS(patterns::from_block_layout(layout.data(), 2, 3, 0), "block_size");
 }
 
+TEST(from_groups_matches_label_equality) {
+  const std::vector<index_t> rows = {2, 0, -1, 2, 5};
+  const std::vector<index_t> cols = {0, 2, 2, 7, -1, 0, 5};
+  CHECK(equals_definition(patterns::from_groups(rows.data(), 5, cols.data(), 7), 5, 7,
+                          [&](index_t r, index_t c) { return rows[r] >= 0 && rows[r] == cols[c]; }));
+  // Swin windows are groups: the label of a token is its (row group, column group).
+  const index_t h = 8, w = 12;
+  std::vector<index_t> labels(h * w);
+  for (index_t i = 0; i < h; ++i)
+    for (index_t j = 0; j < w; ++j) labels[i * w + j] = swin_label(i, h, 4, 2) * 100 + swin_label(j, w, 4, 2);
+  const Csr groups = patterns::from_groups(labels.data(), h * w, labels.data(), h * w);
+  const Csr swin = patterns::swin(h, w, 4, 2);
+  CHECK(groups.row_offsets() == swin.row_offsets() && groups.col_indices() == swin.col_indices());
+}
+
 TEST_MAIN()

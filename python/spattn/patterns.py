@@ -11,7 +11,7 @@ from ._core import _C
 from .pattern import Pattern, _from_core
 
 __all__ = ["swin", "local_1d", "causal_1d", "local_2d", "axial_2d", "dilated_2d", "global_tokens", "random",
-           "from_block_layout"]
+           "from_groups", "from_block_layout"]
 
 
 def swin(H: int, W: int, window_size, shift_size=0, device=None) -> Pattern:
@@ -71,6 +71,17 @@ def random(n_rows: int, n_cols: int, density: float, seed: int = 0, device=None)
         raise ValueError(f"seed must be < 2**64, got {seed}")
     return _from_core(_C.patterns_random(_checks.as_int(n_rows, "n_rows"), _checks.as_int(n_cols, "n_cols"),
                                          _checks.as_float(density, "density"), seed), device)
+
+
+def from_groups(row_labels, col_labels=None, device=None) -> Pattern:
+    """Group attention: row ``r`` attends to column ``c`` when ``row_labels[r] == col_labels[c] >= 0``
+    (labels: 1-D integers; a negative label attends to nothing; ``col_labels`` defaults to ``row_labels``).
+    Windows with padding, clustered or bucketed attention are all of this form."""
+    if device is None and isinstance(row_labels, torch.Tensor):
+        device = row_labels.device
+    rows = _checks.as_index_vector(row_labels, "row_labels")
+    cols = rows if col_labels is None else _checks.as_index_vector(col_labels, "col_labels")
+    return _from_core(_C.patterns_from_groups(rows.numpy(), cols.numpy()), device)
 
 
 def from_block_layout(layout, block_size: int, device=None) -> Pattern:

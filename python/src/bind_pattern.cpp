@@ -66,6 +66,10 @@ void bind_pattern(nb::module_& m) {
   m.def("patterns_random", [](index_t rows, index_t cols, double density, std::uint64_t seed) {
     return csr_to_python(patterns::random(rows, cols, density, seed));
   });
+  m.def("patterns_from_groups", [](Indices row_labels, Indices col_labels) {
+    return csr_to_python(patterns::from_groups(row_labels.data(), static_cast<index_t>(row_labels.shape(0)),
+                                               col_labels.data(), static_cast<index_t>(col_labels.shape(0))));
+  });
   m.def("patterns_from_block_layout", [](ByteMatrix layout, index_t block_size) {
     return csr_to_python(patterns::from_block_layout(layout.data(), layout.shape(0), layout.shape(1), block_size));
   });

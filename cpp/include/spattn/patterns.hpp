@@ -35,6 +35,9 @@ Csr dilated_2d(index_t height, index_t width, index_t k = 2);
 Csr global_tokens(const std::uint8_t* flags, index_t n);
 // Each entry independently with probability density; the same seed gives the same pattern.
 Csr random(index_t rows, index_t cols, double density, std::uint64_t seed = 0);
+// Group attention: entry (r, c) exists when row_labels[r] == col_labels[c] and the label is >= 0 (a
+// negative label attends to nothing). Swin windows with padding, clustered or bucketed attention.
+Csr from_groups(const index_t* row_labels, index_t rows, const index_t* col_labels, index_t cols);
 // Expands a row-major block_rows x block_cols 0/1 layout into blocks of block_size x block_size.
 Csr from_block_layout(const std::uint8_t* layout, index_t block_rows, index_t block_cols, index_t block_size);
 

@@ -1,6 +1,8 @@
-// Global tokens, random patterns and block layouts.
+// Global tokens, random patterns, groups and block layouts.
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <random>
 
 #include "pattern_builder.hpp"
@@ -59,6 +61,33 @@ Csr random(index_t rows, index_t cols, double density, std::uint64_t seed) {
     for (index_t row = 0; row < rows; ++row) row_offsets[row + 1] += row_offsets[row];
   }
   return Csr::trusted(rows, cols, std::move(row_offsets), std::move(col_indices));
+}
+
+Csr from_groups(const index_t* row_labels, index_t rows, const index_t* col_labels, index_t cols) {
+  SPATTN_CHECK(rows >= 0 && cols >= 0, "row_labels/col_labels must have >= 0 entries");
+  // Columns sorted by (label, column): each label's members form one sorted run that rows copy.
+  std::vector<index_t> members(cols);
+  std::iota(members.begin(), members.end(), index_t{0});
+  std::stable_sort(members.begin(), members.end(),
+                   [&](index_t a, index_t b) { return col_labels[a] < col_labels[b]; });
+  auto run_of = [&](index_t label) {
+    if (label < 0) return std::pair<index_t, index_t>{0, 0};
+    const auto begin = std::lower_bound(members.begin(), members.end(), label,
+                                        [&](index_t member, index_t value) { return col_labels[member] < value; });
+    const auto end = std::upper_bound(begin, members.end(), label,
+                                      [&](index_t value, index_t member) { return value < col_labels[member]; });
+    return std::pair<index_t, index_t>{begin - members.begin(), end - members.begin()};
+  };
+  return detail::build_by_rows(
+      rows, cols, "groups pattern",
+      [&](index_t row) {
+        const auto [begin, end] = run_of(row_labels[row]);
+        return end - begin;
+      },
+      [&](index_t row, index_t* out) {
+        const auto [begin, end] = run_of(row_labels[row]);
+        std::copy(members.begin() + begin, members.begin() + end, out);
+      });
 }
 
 Csr from_block_layout(const std::uint8_t* layout, index_t block_rows, index_t block_cols, index_t block_size) {
