@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cmake-dir", action="store_true", help="print the folder to pass as spattn_DIR")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("info", help="print build information").set_defaults(run=_info)
-    from . import cli_show
+    from . import cli_demo, cli_show
+    cli_demo.add_parser(commands)
     cli_show.add_parser(commands)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
