@@ -1,6 +1,7 @@
 // Construction and validation of owning CSR patterns.
 
 #include <algorithm>
+#include <new>
 #include <numeric>
 
 #include "spattn/checked_math.hpp"
@@ -81,6 +82,17 @@ Csr Csr::from_coo(index_t rows, index_t cols, const index_t* row_indices, const 
   SPATTN_CHECK(rows >= 0, "shape: number of rows must be >= 0, got ", rows);
   SPATTN_CHECK(cols >= 0, "shape: number of columns must be >= 0, got ", cols);
   SPATTN_CHECK(count >= 0, "rows/cols: number of entries must be >= 0, got ", count);
+  check_size_limit(rows, "shape", "rows");
+  check_size_limit(cols, "shape", "columns");
+  try {
+    return from_coo_unchecked(rows, cols, row_indices, col_indices, count);
+  } catch (const std::bad_alloc&) {
+    detail::throw_error("shape: a pattern with ", rows, " rows is too large: its arrays cannot be allocated");
+  }
+}
+
+Csr Csr::from_coo_unchecked(index_t rows, index_t cols, const index_t* row_indices, const index_t* col_indices,
+                            index_t count) {
   for (index_t k = 0; k < count; ++k) {
     SPATTN_CHECK(row_indices[k] >= 0 && row_indices[k] < rows, "rows: entry ", k, " = ", row_indices[k],
                  " is out of range [0, ", rows, ")");

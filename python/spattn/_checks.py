@@ -13,16 +13,19 @@ import torch
 _INT64_MAX = 2**63 - 1
 
 
-def as_int(value, name: str, minimum: int | None = None) -> int:
-    """A Python/NumPy/0-d tensor integer (not bool) as int, optionally >= minimum."""
+def as_int(value, name: str, minimum: int | None = None, maximum: int = _INT64_MAX) -> int:
+    """A Python/NumPy/0-d tensor integer (not bool) as int, optionally >= minimum; at most ``maximum``
+    (int64's largest by default; an unsigned 64-bit seed passes 2**64 - 1)."""
     if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() \
             and value.dtype != torch.bool:
         value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     value = int(value)
-    if abs(value) > _INT64_MAX:
+    if value < -_INT64_MAX or value > max(maximum, _INT64_MAX):
         raise ValueError(f"{name} = {value} does not fit in a 64-bit integer")
+    if value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
@@ -69,6 +72,9 @@ def as_tensor(value, name: str) -> torch.Tensor:
 def as_index_vector(value, name: str) -> torch.Tensor:
     """A 1-D integer array as a contiguous int64 CPU tensor (the core's index type)."""
     tensor = as_tensor(value, name)
+    # An empty list arrives as float64 (NumPy's default), yet holds no non-integer.
+    if tensor.numel() == 0 and not isinstance(value, torch.Tensor) and tensor.is_floating_point():
+        tensor = tensor.to(torch.int64)
     if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
         raise TypeError(f"{name} must hold integers, got dtype {tensor.dtype}")
     if tensor.ndim != 1:

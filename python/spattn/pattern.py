@@ -54,6 +54,9 @@ class Pattern:
         device = row_offsets.device if isinstance(row_offsets, torch.Tensor) else torch.device("cpu")
         offsets = _checks.as_index_vector(row_offsets, "row_offsets")
         columns = _checks.as_index_vector(col_indices, "col_indices")
+        # Checked here, in Python integers: the core's rows + 1 would overflow for rows = 2**63 - 1.
+        if offsets.numel() != rows + 1:
+            raise ValueError(f"row_offsets must have n_rows + 1 = {rows + 1} entries, got {offsets.numel()}")
         _C.csr_validate(rows, cols, offsets.numpy(), columns.numpy())
         if isinstance(col_indices, torch.Tensor) and col_indices.device != device:
             raise ValueError(f"row_offsets and col_indices must be on the same device, got {device} and "
@@ -192,6 +195,8 @@ class Pattern:
 
     def equal(self, other: "Pattern") -> bool:
         """Whether both patterns have the same shape and entries."""
+        if not isinstance(other, Pattern):
+            raise TypeError(f"other must be a Pattern, got {type(other).__name__}")
         if self._shape != other._shape or self.nnz != other.nnz:
             return False
         a, b = self.cpu(), other.cpu()

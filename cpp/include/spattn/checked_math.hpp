@@ -32,4 +32,10 @@ inline void check_nnz_limit(index_t nnz, const char* what) {
                max_nnz);
 }
 
+// Rows or columns beyond max_nnz cannot be a real pattern either (their offsets alone would be 8 TiB).
+inline void check_size_limit(index_t size, const char* what, const char* dimension) {
+  SPATTN_CHECK(size >= 0 && size <= max_nnz, what, " would have ", size, " ", dimension,
+               ", more than the limit of ", max_nnz);
+}
+
 }  // namespace spattn

@@ -51,6 +51,9 @@ class Csr {
                      std::vector<index_t> col_indices);
 
  private:
+  static Csr from_coo_unchecked(index_t rows, index_t cols, const index_t* row_indices, const index_t* col_indices,
+                                index_t count);
+
   index_t rows_ = 0;
   index_t cols_ = 0;
   std::vector<index_t> row_offsets_;

@@ -40,16 +40,18 @@ Csr causal_1d(index_t n) {
 
 namespace {
 
-// Whether a coordinate offset (di, dj) lies at p-norm distance < distance. Compared in powers
-// (|di|^p + |dj|^p < distance^p) to avoid a root, exactly like the definition for integer offsets.
+// Whether a coordinate offset (di, dj) lies at p-norm distance < distance.
 struct PNormBall {
   double distance, p;
 
   bool contains(index_t di, index_t dj) const {
     const double a = std::abs(static_cast<double>(di)), b = std::abs(static_cast<double>(dj));
     if (p == 0.0) return static_cast<double>((a != 0) + (b != 0)) < distance;
-    if (std::isinf(p)) return std::max(a, b) < distance;
-    return std::pow(std::pow(a, p) + std::pow(b, p), 1.0 / p) < distance;
+    const double high = std::max(a, b), low = std::min(a, b);
+    if (std::isinf(p) || low == 0) return high < distance;
+    // high * (1 + (low/high)^p)^(1/p): exact on the axes (no root of a power that rounds, e.g.
+    // (4^3)^(1/3) = 3.9999999999999996) and free of overflow for large p.
+    return high * std::pow(1.0 + std::pow(low / high, p), 1.0 / p) < distance;
   }
   // No offset larger than this along one axis can be inside the ball.
   index_t reach(index_t size) const {

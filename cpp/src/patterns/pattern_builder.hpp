@@ -3,6 +3,8 @@
 // fill every row independently. Both passes run in parallel over rows.
 
 #include <cstdint>
+#include <new>
+#include <stdexcept>
 #include <vector>
 
 #include "spattn/checked_math.hpp"
@@ -10,9 +12,8 @@
 
 namespace spattn::detail {
 
-// count(row) -> number of entries; fill(row, index_t* out) writes them, sorted.
 template <typename CountRow, typename FillRow>
-Csr build_by_rows(index_t rows, index_t cols, const char* what, CountRow count, FillRow fill) {
+Csr build_by_rows_unchecked(index_t rows, index_t cols, const char* what, CountRow count, FillRow fill) {
   std::vector<index_t> row_offsets(rows + 1, 0);
 #pragma omp parallel for schedule(static) if (rows > 4096)
   for (index_t row = 0; row < rows; ++row) row_offsets[row + 1] = count(row);
@@ -24,6 +25,21 @@ Csr build_by_rows(index_t rows, index_t cols, const char* what, CountRow count, 
 #pragma omp parallel for schedule(static) if (rows > 4096)
   for (index_t row = 0; row < rows; ++row) fill(row, col_indices.data() + row_offsets[row]);
   return Csr::trusted(rows, cols, std::move(row_offsets), std::move(col_indices));
+}
+
+// count(row) -> number of entries; fill(row, index_t* out) writes them, sorted. Refuses sizes past the
+// limits and turns a failed allocation into an error naming the pattern.
+template <typename CountRow, typename FillRow>
+Csr build_by_rows(index_t rows, index_t cols, const char* what, CountRow count, FillRow fill) {
+  check_size_limit(rows, what, "rows");
+  check_size_limit(cols, what, "columns");
+  try {
+    return build_by_rows_unchecked(rows, cols, what, count, fill);
+  } catch (const std::bad_alloc&) {
+    detail::throw_error(what, " with ", rows, " rows is too large: its arrays cannot be allocated");
+  } catch (const std::length_error&) {
+    detail::throw_error(what, " with ", rows, " rows is too large: its arrays cannot be allocated");
+  }
 }
 
 }  // namespace spattn::detail
