@@ -66,9 +66,8 @@ def global_tokens(flags, device=None) -> Pattern:
 
 def random(n_rows: int, n_cols: int, density: float, seed: int = 0, device=None) -> Pattern:
     """Each entry independently with probability ``density``; the same ``seed`` gives the same pattern."""
-    seed = _checks.as_int(seed, "seed", 0)
-    if seed >= 2**64:
-        raise ValueError(f"seed must be < 2**64, got {seed}")
+    # The core's seed is unsigned 64-bit: every value in [0, 2**64) is a seed.
+    seed = _checks.as_int(seed, "seed", 0, maximum=2**64 - 1)
     return _from_core(_C.patterns_random(_checks.as_int(n_rows, "n_rows"), _checks.as_int(n_cols, "n_cols"),
                                          _checks.as_float(density, "density"), seed), device)
 
@@ -91,3 +90,7 @@ def from_block_layout(layout, block_size: int, device=None) -> Pattern:
         device = layout.device
     layout = _checks.as_bool_array(layout, "layout", ndim=2, allow_01=True)
     return _from_core(_C.patterns_from_block_layout(layout.numpy(), _checks.as_int(block_size, "block_size")), device)
+
+
+from .neighborhood import neighborhood, swin_3d, neighborhood_bias_index  # noqa: E402
+__all__ += ["neighborhood", "swin_3d", "neighborhood_bias_index"]
