@@ -28,8 +28,4 @@ std::string device_name(int device) {
          std::to_string(properties.minor) + ")";
 }
 
-#ifndef SPATTN_WITH_CUSPARSE
-int cusparse_version() { return 0; }
-#endif
-
 }  // namespace spattn::cuda

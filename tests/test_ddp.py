@@ -21,9 +21,10 @@ def _tiny_converted_swin() -> torch.nn.Module:
     import spattn.timm
 
     torch.manual_seed(0)
-    # 16 x 16 then 8 x 8 tokens, windows of 4, shifted blocks in both stages.
+    # 16 x 16 then 8 x 8 tokens, windows of 4, shifted blocks in both stages; no stochastic depth, so that
+    # every process sees the same network.
     model = SwinTransformer(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4),
-                            num_classes=10)
+                            num_classes=10, drop_path_rate=0.0)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "relative_position_bias_table" in name:

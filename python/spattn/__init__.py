@@ -9,12 +9,18 @@ from __future__ import annotations
 import os as _os
 
 from ._core import _C
-from . import patterns
+from . import layouts, patterns
 from .pattern import Pattern
+from .functional import scaled_dot_product_attention, sddmm, sparse_softmax, spmm
+from .modules import SparseAttention
+from . import ops_cuda  # noqa: F401  (registers the CUDA kernels of the ops)
+from . import timm
+from .neighborhood_attention import NeighborhoodAttention2D
 
 __version__ = _C.build_info()["version"]
 
-__all__ = ["Pattern", "patterns", "build_info", "cmake_dir", "__version__"]
+__all__ = ["Pattern", "patterns", "layouts", "scaled_dot_product_attention", "sddmm", "sparse_softmax", "spmm",
+           "SparseAttention", "NeighborhoodAttention2D", "build_info", "cmake_dir", "__version__"]
 
 
 def build_info() -> dict:

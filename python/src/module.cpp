@@ -10,6 +10,7 @@ namespace nb = nanobind;
 namespace spattn::python {
 void bind_pattern(nb::module_& module);
 void bind_layouts(nb::module_& module);
+void bind_neighborhood(nb::module_& module);
 void bind_cpu_kernels(nb::module_& module);
 void bind_cuda_kernels(nb::module_& module);
 }  // namespace spattn::python
@@ -44,6 +45,7 @@ NB_MODULE(_C, module) {
 
   spattn::python::bind_pattern(module);
   spattn::python::bind_layouts(module);
+  spattn::python::bind_neighborhood(module);
   spattn::python::bind_cpu_kernels(module);
   spattn::python::bind_cuda_kernels(module);
 }

@@ -6,6 +6,8 @@
 #include "spattn/checked_math.hpp"
 #include "spattn/csr.hpp"
 #include "spattn/cuda.hpp"
+#include "spattn/cuda_kernels.hpp"
 #include "spattn/error.hpp"
 #include "spattn/kernels.hpp"
+#include "spattn/neighborhood.hpp"
 #include "spattn/patterns.hpp"

@@ -1,0 +1,48 @@
+"""A tiny case that runs every spattn CUDA kernel once (fused attention forward/backward on the fast and
+generic paths, with bias and empty rows; SDDMM, softmax, SpMM and their backward; the cuSPARSE path), for
+compute-sanitizer: `compute-sanitizer --tool memcheck python bench/sanitizer_case.py`. Kept small so it runs
+in seconds under the sanitizer."""
+
+import torch
+
+import spattn
+from spattn import _C, ops_cuda
+
+ops = torch.ops.spattn
+cuda = torch.device("cuda")
+torch.manual_seed(0)
+
+mask = spattn.patterns.random(24, 20, 0.3, seed=1).to_dense()
+mask[3] = False  # an empty row
+irregular = spattn.Pattern.from_dense(mask)
+swin = spattn.patterns.swin(8, 8, 4, shift_size=2)
+
+for pattern in (irregular, swin):
+    p = pattern.to(cuda)
+    t, permutation = p.transposed()
+    ro, ci, tro, tci = p.row_offsets, p.col_indices, t.row_offsets, t.col_indices
+    n_q, n_k = p.shape
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for d, dv in ((32, 32), (64, 64), (128, 128), (24, 40), (300, 8)):
+            q = torch.randn(9, n_q, d, device=cuda, dtype=dtype)
+            k = torch.randn(9, n_k, d, device=cuda, dtype=dtype)
+            v = torch.randn(9, n_k, dv, device=cuda, dtype=dtype)
+            for bias in (None, torch.randn(2, p.nnz, device=cuda, dtype=dtype)):
+                out, lse = ops.attention_forward(q, k, v, bias, ro, ci, 0.2)
+                ops.attention_backward(torch.randn_like(out), q, k, v, bias, out, lse, ro, ci, tro, tci, permutation,
+                                       0.2, bias is not None)
+        a = torch.randn(3, n_q, 16, device=cuda, dtype=dtype)
+        b = torch.randn(3, n_k, 16, device=cuda, dtype=dtype)
+        values = ops.sddmm(a, b, ro, ci)
+        ops.sddmm_backward(values, a, b, ro, ci, tro, tci, permutation)
+        probabilities = ops.sparse_softmax(values, ro, ci)
+        ops.sparse_softmax_backward(values, probabilities, ro, ci)
+        out = ops.spmm(probabilities, b, ro, ci)
+        ops.spmm_backward(out, probabilities, b, ro, ci, tro, tci, permutation)
+    if _C.build_info()["cusparse"]:
+        a = torch.randn(3, n_q, 16, device=cuda)
+        b = torch.randn(3, n_k, 16, device=cuda)
+        values = ops_cuda.cusparse_sddmm(a, b, ro, ci)
+        ops_cuda.cusparse_spmm(values, b, ro, ci)
+torch.cuda.synchronize()
+print("sanitizer case: every kernel ran")

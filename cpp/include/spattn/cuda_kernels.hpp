@@ -1,0 +1,76 @@
+#pragma once
+// The CUDA kernels: the contract of spattn/kernels.hpp (see there for shapes and semantics), for
+// T = float, float16 and bfloat16 with float accumulation, on the caller's stream.
+//
+// Every pointer, including the pattern's row_offsets / col_indices and the transposed view, is device
+// memory. Functions enqueue work on `stream` and return: no allocation, no host synchronisation, so every
+// call may be captured in a CUDA graph. Launch errors throw spattn::Error; errors of the kernels themselves
+// surface at the caller's next synchronisation, as for any CUDA library. The pattern must be well formed
+// (spattn::validate), since the kernels read its offsets on the device without checking them.
+// Rows without entries give zeros (and log-sum-exp -infinity); rows whose scores are all -infinity
+// (a bias of -inf masks an entry) behave the same way. Nothing returns NaN for finite inputs.
+// Determinism: no float atomics anywhere, so results are bitwise reproducible run to run.
+
+#include <cstddef>
+
+#include "spattn/cuda.hpp"
+#include "spattn/kernels.hpp"
+
+namespace spattn::cuda {
+
+// ---- unfused -------------------------------------------------------------------------------------------
+template <typename T>
+void sddmm(CsrView pattern, const T* a, const T* b, T* out, index_t batch, index_t dim, cudaStream_t stream);
+template <typename T>
+void sddmm_backward(CsrView pattern, TransposedView transposed, const T* grad, const T* a, const T* b, T* grad_a,
+                    T* grad_b, index_t batch, index_t dim, cudaStream_t stream);
+
+template <typename T>
+void sparse_softmax(CsrView pattern, const T* values, T* out, index_t batch, cudaStream_t stream);
+template <typename T>
+void sparse_softmax_backward(CsrView pattern, const T* grad, const T* out, T* grad_values, index_t batch,
+                             cudaStream_t stream);
+
+template <typename T>
+void spmm(CsrView pattern, const T* values, const T* b, T* out, index_t batch, index_t dim, cudaStream_t stream);
+template <typename T>
+void spmm_backward(CsrView pattern, TransposedView transposed, const T* grad_out, const T* values, const T* b,
+                   T* grad_values, T* grad_b, index_t batch, index_t dim, cudaStream_t stream);
+
+// ---- fused attention -----------------------------------------------------------------------------------
+// head_dim and value_dim up to max_attention_dim (fast paths for 32, 64 and 128 when both are equal).
+inline constexpr index_t max_attention_dim = 1024;
+
+template <typename T>
+void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, const T* bias, AttentionDims dims,
+                       double scale, T* out, accumulate_t<T>* lse, cudaStream_t stream);
+
+// Scratch needed by attention_backward, in floats: the row terms rowsum(grad_out * out) [batch, rows] and,
+// for a bias gradient, deterministic partial sums of it (about batch / 4 x nnz floats). Pass
+// dims.bias_heads = 0 when no bias gradient is wanted. Unlike the CPU version it takes nnz explicitly: the
+// view's arrays live on the device, and this runs on the host.
+index_t attention_backward_workspace_size(CsrView pattern, index_t nnz, AttentionDims dims);
+
+// grad_bias may be null (no bias gradient wanted); it is summed over the problems sharing a head, in a
+// fixed order. dK and dV walk the transposed pattern.
+template <typename T>
+void attention_backward(CsrView pattern, TransposedView transposed, const T* q, const T* k, const T* v,
+                        const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
+                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
+                        accumulate_t<T>* workspace, cudaStream_t stream);
+
+// ---- cuSPARSE baseline (float32; needs a build with cuSPARSE, see cusparse_version()) ---------------------
+// The same SDDMM and SpMM through cusparseSDDMM / cusparseSpMM, one library call per problem (cuSPARSE's
+// strided batches cannot share column indices between problems with different values). nnz is passed
+// explicitly because cuSPARSE needs it on the host. The workspace is device memory of at least the
+// queried size; the handle is created once per device and host thread and set to `stream`.
+std::size_t cusparse_sddmm_workspace_size(CsrView pattern, index_t nnz, const float* a, const float* b,
+                                          float* out, index_t batch, index_t dim);
+void cusparse_sddmm(CsrView pattern, index_t nnz, const float* a, const float* b, float* out, index_t batch,
+                    index_t dim, void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+std::size_t cusparse_spmm_workspace_size(CsrView pattern, index_t nnz, const float* values, const float* b,
+                                         float* out, index_t batch, index_t dim);
+void cusparse_spmm(CsrView pattern, index_t nnz, const float* values, const float* b, float* out, index_t batch,
+                   index_t dim, void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+
+}  // namespace spattn::cuda

@@ -1,0 +1,304 @@
+#pragma once
+// Internal to the CPU kernels: bfloat16 <-> float conversion, the vectorisable inner loops every kernel
+// shares, and the OpenMP loop that hands out (problem, row) work items.
+//
+// Inner loops run over a contiguous head-dim row and carry `#pragma omp simd`: without -ffast-math the
+// compiler may not reorder a floating-point reduction on its own, and the pragma is what licenses the
+// vectorised sum. Values are loaded through `load` so that one loop serves float, double and bfloat16.
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "spattn/kernels.hpp"
+
+namespace spattn::cpu::detail {
+
+// ---- element conversion --------------------------------------------------------------------------------
+inline float load(bfloat16 value) {
+  const std::uint32_t bits = static_cast<std::uint32_t>(value.bits) << 16;
+  float result;
+  std::memcpy(&result, &bits, sizeof(result));
+  return result;
+}
+inline float load(float value) { return value; }
+inline double load(double value) { return value; }
+
+// Round to nearest even, as torch does; NaN stays a (quiet) NaN instead of rounding into infinity.
+inline bfloat16 to_bfloat16(float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return bfloat16{static_cast<std::uint16_t>((bits >> 16) | 0x0040u)};
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return bfloat16{static_cast<std::uint16_t>(bits >> 16)};
+}
+
+template <typename T>
+inline T store(accumulate_t<T> value) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    return to_bfloat16(value);
+  } else {
+    return static_cast<T>(value);
+  }
+}
+
+template <typename T>
+inline constexpr accumulate_t<T> negative_infinity = -std::numeric_limits<accumulate_t<T>>::infinity();
+
+// ---- exponential ---------------------------------------------------------------------------------------
+// Softmax weights exp(values[i] - shift), written in place; returns their sum. The exponentials cost as much
+// as the dot products, and GCC keeps a loop over std::exp scalar (an inline polynomial too: its clamps stay
+// branches), so float goes through GCC/Clang vector extensions, 8 lanes at a time, compiled for whatever
+// the enclosing function targets: Cephes' expf polynomial after range reduction by ln 2, relative error
+// ~2e-7, exp(-inf) = 0 exactly. Double keeps std::exp, whose accuracy the float64 tests (1e-10) need.
+// The 8-lane helpers are inline only and never cross an ABI boundary, so GCC's note that 32-byte vectors
+// are passed differently with and without AVX does not apply. (GCC reports it at the end of the file, so
+// the diagnostic stays off for the rest of the file rather than being popped.)
+#pragma GCC diagnostic ignored "-Wpsabi"
+using float8 = float __attribute__((vector_size(32)));
+using int8 = std::int32_t __attribute__((vector_size(32)));
+
+inline float8 softmax_exp(float8 x) {
+  const float8 zero = {};
+  const float8 clamped = x < -87.5f ? zero - 87.5f : (x > 88.5f ? zero + 88.5f : x);
+  const float8 scaled = clamped * 1.44269504088896341f;
+  int8 n = __builtin_convertvector(scaled, int8);
+  n += (__builtin_convertvector(n, float8) > scaled);  // floor: true is -1
+  const float8 whole = __builtin_convertvector(n, float8);
+  const float8 r = clamped - whole * 0.693359375f + whole * 2.12194440e-4f;
+  float8 p = zero + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int8 bits = (n + 127) << 23;
+  float8 power;
+  std::memcpy(&power, &bits, sizeof(power));
+  return x < -87.0f ? zero : p * power;
+}
+
+inline float exp_in_place(float* values, index_t count, float shift) {
+  float8 sum = {};
+  index_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    float8 chunk;
+    std::memcpy(&chunk, values + i, sizeof(chunk));
+    chunk = softmax_exp(chunk - shift);
+    std::memcpy(values + i, &chunk, sizeof(chunk));
+    sum += chunk;
+  }
+  if (i < count) {  // the tail, padded with -inf (weight 0)
+    float8 chunk = {};
+    chunk -= std::numeric_limits<float>::infinity();
+    std::memcpy(&chunk, values + i, sizeof(float) * (count - i));
+    chunk = softmax_exp(chunk - shift);
+    std::memcpy(values + i, &chunk, sizeof(float) * (count - i));
+    sum += chunk;
+  }
+  float total = 0;
+  for (int lane = 0; lane < 8; ++lane) total += sum[lane];
+  return total;
+}
+
+inline double exp_in_place(double* values, index_t count, double shift) {
+  double total = 0;
+  for (index_t i = 0; i < count; ++i) total += values[i] = std::exp(values[i] - shift);
+  return total;
+}
+
+// ---- inner loops over one contiguous row ---------------------------------------------------------------
+// sum_d x[d] * y[d]
+template <typename X, typename Y>
+inline auto dot(const X* x, const Y* y, index_t n) {
+  using Acc = decltype(load(*x) * load(*y));
+  Acc sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (index_t d = 0; d < n; ++d) sum += load(x[d]) * load(y[d]);
+  return sum;
+}
+
+// y[d] += alpha * x[d]
+template <typename Acc, typename X>
+inline void axpy(Acc* y, Acc alpha, const X* x, index_t n) {
+#pragma omp simd
+  for (index_t d = 0; d < n; ++d) y[d] += alpha * load(x[d]);
+}
+
+// Four dot products sharing x: four independent sums keep the vector units busy where one sum would wait
+// on its own latency (head dims are short, 32 or 64), and x is loaded once for all four.
+template <typename X, typename Y, typename Acc>
+inline void dot4(const X* x, const Y* y0, const Y* y1, const Y* y2, const Y* y3, index_t n, Acc* out) {
+  Acc s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+  for (index_t d = 0; d < n; ++d) {
+    const Acc xd = load(x[d]);
+    s0 += xd * load(y0[d]);
+    s1 += xd * load(y1[d]);
+    s2 += xd * load(y2[d]);
+    s3 += xd * load(y3[d]);
+  }
+  out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+}
+
+// y[d] += sum_j alpha[j] * x_j[d] for four rows: y is loaded and stored once instead of four times.
+template <typename Acc, typename X>
+inline void axpy4(Acc* y, const Acc* alpha, const X* x0, const X* x1, const X* x2, const X* x3, index_t n) {
+  const Acc a0 = alpha[0], a1 = alpha[1], a2 = alpha[2], a3 = alpha[3];
+#pragma omp simd
+  for (index_t d = 0; d < n; ++d) {
+    y[d] += a0 * load(x0[d]) + a1 * load(x1[d]) + a2 * load(x2[d]) + a3 * load(x3[d]);
+  }
+}
+
+// dot4 for two x rows at once (two query rows sharing their keys): each y row is loaded once for both.
+template <typename Acc, typename Y>
+inline void dot4x2(const Acc* x0, const Acc* x1, const Y* y0, const Y* y1, const Y* y2, const Y* y3, index_t n,
+                   Acc* out0, Acc* out1) {
+  Acc s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
+#pragma omp simd reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13)
+  for (index_t d = 0; d < n; ++d) {
+    const Acc a = x0[d], b = x1[d];
+    const Acc k0 = load(y0[d]), k1 = load(y1[d]), k2 = load(y2[d]), k3 = load(y3[d]);
+    s00 += a * k0, s01 += a * k1, s02 += a * k2, s03 += a * k3;
+    s10 += b * k0, s11 += b * k1, s12 += b * k2, s13 += b * k3;
+  }
+  out0[0] = s00, out0[1] = s01, out0[2] = s02, out0[3] = s03;
+  out1[0] = s10, out1[1] = s11, out1[2] = s12, out1[3] = s13;
+}
+
+// axpy4 into two y rows with their own weights, loading each x row once for both.
+template <typename Acc, typename X>
+inline void axpy4x2(Acc* y0, Acc* y1, const Acc* alpha0, const Acc* alpha1, const X* x0, const X* x1, const X* x2,
+                    const X* x3, index_t n) {
+  const Acc a0 = alpha0[0], a1 = alpha0[1], a2 = alpha0[2], a3 = alpha0[3];
+  const Acc b0 = alpha1[0], b1 = alpha1[1], b2 = alpha1[2], b3 = alpha1[3];
+#pragma omp simd
+  for (index_t d = 0; d < n; ++d) {
+    const Acc v0 = load(x0[d]), v1 = load(x1[d]), v2 = load(x2[d]), v3 = load(x3[d]);
+    y0[d] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3;
+    y1[d] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3;
+  }
+}
+
+// dot4x2 for float rows whose length is a multiple of 8, on 8-lane vectors: the eight sums are reduced
+// together by a shuffle tree (3 levels) instead of one horizontal sum each, which with head dims of 32
+// would cost more than the multiply-adds themselves.
+inline float8 load8(const float* x) {
+  float8 result;
+  std::memcpy(&result, x, sizeof(result));
+  return result;
+}
+
+inline float8 pairwise_sums(float8 a, float8 b) {  // hadd: [a0+a1, a2+a3, b0+b1, b2+b3 | same for 4..7]
+  return __builtin_shuffle(a, b, int8{0, 2, 8, 10, 4, 6, 12, 14}) +
+         __builtin_shuffle(a, b, int8{1, 3, 9, 11, 5, 7, 13, 15});
+}
+
+inline void dot4x2_by8(const float* x0, const float* x1, const float* y0, const float* y1, const float* y2,
+                       const float* y3, index_t n, float* out0, float* out1) {
+  float8 s0 = {}, s1 = {}, s2 = {}, s3 = {}, s4 = {}, s5 = {}, s6 = {}, s7 = {};
+  for (index_t d = 0; d < n; d += 8) {
+    const float8 a = load8(x0 + d), b = load8(x1 + d);
+    const float8 k0 = load8(y0 + d), k1 = load8(y1 + d), k2 = load8(y2 + d), k3 = load8(y3 + d);
+    s0 += a * k0, s1 += a * k1, s2 += a * k2, s3 += a * k3;
+    s4 += b * k0, s5 += b * k1, s6 += b * k2, s7 += b * k3;
+  }
+  const float8 first = pairwise_sums(pairwise_sums(s0, s1), pairwise_sums(s2, s3));   // 0123 | 0123
+  const float8 second = pairwise_sums(pairwise_sums(s4, s5), pairwise_sums(s6, s7));  // 4567 | 4567
+  const float8 sums = __builtin_shuffle(first, second, int8{0, 1, 2, 3, 8, 9, 10, 11}) +
+                      __builtin_shuffle(first, second, int8{4, 5, 6, 7, 12, 13, 14, 15});
+  for (int i = 0; i < 4; ++i) out0[i] = sums[i], out1[i] = sums[4 + i];
+}
+
+inline void dot4_by8(const float* x, const float* y0, const float* y1, const float* y2, const float* y3, index_t n,
+                     float* out) {
+  float8 s0 = {}, s1 = {}, s2 = {}, s3 = {};
+  for (index_t d = 0; d < n; d += 8) {
+    const float8 a = load8(x + d);
+    s0 += a * load8(y0 + d), s1 += a * load8(y1 + d), s2 += a * load8(y2 + d), s3 += a * load8(y3 + d);
+  }
+  const float8 sums = pairwise_sums(pairwise_sums(s0, s1), pairwise_sums(s2, s3));  // 0123 | 0123
+  for (int i = 0; i < 4; ++i) out[i] = sums[i] + sums[4 + i];
+}
+
+// dot4 through dot4_by8 when the types and a compile-time length allow it.
+template <index_t FixedDim, typename X, typename Y, typename Acc>
+inline void dot4_fixed(const X* x, const Y* y0, const Y* y1, const Y* y2, const Y* y3, index_t n, Acc* out) {
+  if constexpr (std::is_same_v<X, float> && std::is_same_v<Y, float> && FixedDim > 0 && FixedDim % 8 == 0) {
+    dot4_by8(x, y0, y1, y2, y3, n, out);
+  } else {
+    dot4(x, y0, y1, y2, y3, n, out);
+  }
+}
+
+// out[d] = factor * x[d], converted to the storage type
+template <typename T, typename Acc>
+inline void store_row(T* out, const Acc* x, Acc factor, index_t n) {
+#pragma omp simd
+  for (index_t d = 0; d < n; ++d) out[d] = store<T>(factor * x[d]);
+}
+
+// x[d] = y[d] in the accumulation type (a bfloat16 row read many times is converted once)
+template <typename Acc, typename T>
+inline void load_row(Acc* x, const T* y, index_t n) {
+#pragma omp simd
+  for (index_t d = 0; d < n; ++d) x[d] = load(y[d]);
+}
+
+template <typename Acc>
+inline void zero_row(Acc* x, index_t n) {
+#pragma omp simd
+  for (index_t d = 0; d < n; ++d) x[d] = Acc(0);
+}
+
+template <typename T>
+inline void zero_output(T* out, index_t n) {
+  for (index_t d = 0; d < n; ++d) out[d] = store<T>(accumulate_t<T>(0));
+}
+
+// ---- run-time instruction-set dispatch -----------------------------------------------------------------
+// The fused kernels are compiled a second time for AVX2 + FMA (GCC on x86-64) and pick that copy when
+// the CPU has it. Helpers above are inlined into either copy and vectorised for its target. GCC only: it
+// applies `#pragma GCC target` to lambdas too; other compilers build the baseline copy alone.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SPATTN_CPU_DISPATCH_AVX2 1
+// SPATTN_CPU_BASELINE=1 in the environment forces the baseline copy (so tests cover both on one machine).
+inline bool cpu_has_avx2_fma() {
+  static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                                std::getenv("SPATTN_CPU_BASELINE") == nullptr;
+  return available;
+}
+#else
+#define SPATTN_CPU_DISPATCH_AVX2 0
+#endif
+
+// ---- parallel loops ------------------------------------------------------------------------------------
+// Work items are (problem, row) pairs flattened as problem * rows + row, handed out dynamically in small
+// chunks: rows differ in length, and dynamic scheduling balances them without a per-call sort (the kernel
+// contract passes no precomputed row order). Every thread gets its own scratch buffer of `scratch_size`
+// accumulators, allocated once per call and thread, never per row.
+// Below this much work (in multiply-adds) starting threads costs more than it saves.
+inline constexpr index_t min_parallel_work = 1 << 15;
+
+template <typename Acc, typename Body>
+void parallel_for(index_t count, index_t work_per_item, index_t scratch_size, const Body& body) {
+  const bool parallel = count > 1 && count * (work_per_item + 1) >= min_parallel_work;
+#pragma omp parallel if (parallel)
+  {
+    std::vector<Acc> scratch(static_cast<std::size_t>(scratch_size));
+#pragma omp for schedule(dynamic, 16)
+    for (index_t item = 0; item < count; ++item) body(item, scratch.data());
+  }
+}
+
+// Average entries per row, the usual measure of how much work a row is.
+inline index_t mean_row_length(CsrView pattern) {
+  return pattern.rows == 0 ? 0 : pattern.nnz() / pattern.rows + 1;
+}
+
+}  // namespace spattn::cpu::detail

@@ -1,0 +1,351 @@
+// The CPU kernels against a naive dense reference that accumulates in double, on small random patterns
+// with empty rows and Nq != Nk, for float, double and bfloat16.
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "check.hpp"
+#include "spattn/spattn.hpp"
+
+using spattn::AttentionDims;
+using spattn::bfloat16;
+using spattn::Csr;
+using spattn::index_t;
+using spattn::TransposedView;
+
+namespace {
+
+constexpr double negative_infinity = -std::numeric_limits<double>::infinity();
+
+// ---- values in each storage type -----------------------------------------------------------------------
+// Test inputs are multiples of 1/64 in [-2, 2]: exact in bfloat16, so every type sees the same inputs.
+std::vector<double> random_values(index_t count, unsigned seed) {
+  std::mt19937 engine(seed);
+  std::uniform_int_distribution<int> step(-128, 128);
+  std::vector<double> values(count);
+  for (auto& value : values) value = step(engine) / 64.0;
+  return values;
+}
+
+double to_double(double value) { return value; }
+double to_double(float value) { return value; }
+double to_double(bfloat16 value) {
+  const std::uint32_t bits = static_cast<std::uint32_t>(value.bits) << 16;
+  float result;
+  std::memcpy(&result, &bits, sizeof(result));
+  return result;
+}
+
+template <typename T>
+T from_double(double value) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    const float single = static_cast<float>(value);  // exact for the test inputs
+    std::uint32_t bits;
+    std::memcpy(&bits, &single, sizeof(bits));
+    return bfloat16{static_cast<std::uint16_t>(bits >> 16)};
+  } else {
+    return static_cast<T>(value);
+  }
+}
+
+template <typename T>
+std::vector<T> convert(const std::vector<double>& values) {
+  std::vector<T> result(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) result[i] = from_double<T>(values[i]);
+  return result;
+}
+
+template <typename T>
+double tolerance() {
+  if constexpr (std::is_same_v<T, double>) return 1e-10;
+  if constexpr (std::is_same_v<T, float>) return 1e-4;
+  return 3e-2;
+}
+
+// Relative to the largest reference magnitude; also catches NaN.
+template <typename T>
+bool close(const std::vector<T>& actual, const std::vector<double>& expected) {
+  if (actual.size() != expected.size()) return false;
+  double scale = 1;
+  for (double value : expected) scale = std::max(scale, std::abs(value));
+  for (std::size_t i = 0; i < actual.size(); ++i) {
+    const double a = to_double(actual[i]), e = expected[i];
+    if (std::isinf(e) && a == e) continue;
+    if (!(std::abs(a - e) <= tolerance<T>() * scale)) {
+      std::printf("  element %zu: got %.12g, expected %.12g\n", i, a, e);
+      return false;
+    }
+  }
+  return true;
+}
+
+// ---- problems ------------------------------------------------------------------------------------------
+struct Problem {
+  Csr pattern;
+  spattn::Transposed transposed;
+  index_t batch;
+  std::vector<index_t> row_of_entry;
+
+  TransposedView transposed_view() const { return {transposed.pattern.view(), transposed.permutation.data()}; }
+};
+
+// A random rows x cols pattern in which rows 0 and rows - 2 have no entries. With paired_rows, every odd row
+// repeats the row before it (rows sharing their columns, like Swin's, take the fused kernel's paired path).
+Problem make_problem(index_t rows, index_t cols, index_t batch, unsigned seed, bool paired_rows = false) {
+  std::mt19937 engine(seed);
+  std::bernoulli_distribution bit(0.4);
+  std::vector<std::uint8_t> mask(rows * cols);
+  for (index_t r = 0; r < rows; ++r) {
+    for (index_t c = 0; c < cols; ++c) {
+      mask[r * cols + c] = paired_rows && r % 2 == 1 ? mask[(r - 1) * cols + c]
+                                                     : (r != 0 && r != rows - 2) && bit(engine);
+    }
+  }
+  Problem problem{Csr::from_dense(mask.data(), rows, cols), {}, batch, {}};
+  problem.transposed = spattn::transpose(problem.pattern.view());
+  for (index_t r = 0; r < rows; ++r) {
+    for (index_t e = problem.pattern.row_offsets()[r]; e < problem.pattern.row_offsets()[r + 1]; ++e) {
+      problem.row_of_entry.push_back(r);
+    }
+  }
+  return problem;
+}
+
+// ---- dense double references ---------------------------------------------------------------------------
+double dot(const double* x, const double* y, index_t n) {
+  double sum = 0;
+  for (index_t d = 0; d < n; ++d) sum += x[d] * y[d];
+  return sum;
+}
+
+struct AttentionReference {
+  std::vector<double> out, lse, grad_q, grad_k, grad_v, grad_bias;
+};
+
+// Dense attention per problem with -infinity for entries outside the pattern.
+AttentionReference reference_attention(const Problem& problem, const std::vector<double>& q,
+                                       const std::vector<double>& k, const std::vector<double>& v,
+                                       const std::vector<double>* bias, const std::vector<double>& grad_out,
+                                       AttentionDims dims, double scale) {
+  const Csr& p = problem.pattern;
+  const index_t rows = p.rows(), cols = p.cols(), nnz = p.nnz(), D = dims.head_dim, Dv = dims.value_dim;
+  AttentionReference r;
+  r.out.assign(dims.batch * rows * Dv, 0);
+  r.lse.assign(dims.batch * rows, negative_infinity);
+  r.grad_q.assign(dims.batch * rows * D, 0);
+  r.grad_k.assign(dims.batch * cols * D, 0);
+  r.grad_v.assign(dims.batch * cols * Dv, 0);
+  r.grad_bias.assign(std::max<index_t>(dims.bias_heads, 1) * nnz, 0);
+  for (index_t b = 0; b < dims.batch; ++b) {
+    for (index_t row = 0; row < rows; ++row) {
+      std::vector<double> scores(cols, negative_infinity);
+      std::vector<index_t> entry_of(cols, -1);
+      for (index_t e = p.row_offsets()[row]; e < p.row_offsets()[row + 1]; ++e) {
+        const index_t c = p.col_indices()[e];
+        entry_of[c] = e;
+        scores[c] = scale * dot(&q[(b * rows + row) * D], &k[(b * cols + c) * D], D) +
+                    (bias ? (*bias)[(b % dims.bias_heads) * nnz + e] : 0.0);
+      }
+      double maximum = negative_infinity;
+      for (double s : scores) maximum = std::max(maximum, s);
+      if (maximum == negative_infinity) continue;
+      double sum = 0;
+      for (double s : scores) sum += std::exp(s - maximum);
+      r.lse[b * rows + row] = maximum + std::log(sum);
+      std::vector<double> probability(cols), score_grad(cols);
+      for (index_t c = 0; c < cols; ++c) probability[c] = std::exp(scores[c] - maximum) / sum;
+      const double* dO = &grad_out[(b * rows + row) * Dv];
+      double delta = 0;
+      for (index_t c = 0; c < cols; ++c) {
+        for (index_t d = 0; d < Dv; ++d) {
+          r.out[(b * rows + row) * Dv + d] += probability[c] * v[(b * cols + c) * Dv + d];
+        }
+        delta += probability[c] * dot(dO, &v[(b * cols + c) * Dv], Dv);
+      }
+      for (index_t c = 0; c < cols; ++c) {
+        score_grad[c] = probability[c] * (dot(dO, &v[(b * cols + c) * Dv], Dv) - delta);
+        for (index_t d = 0; d < D; ++d) {
+          r.grad_q[(b * rows + row) * D + d] += scale * score_grad[c] * k[(b * cols + c) * D + d];
+          r.grad_k[(b * cols + c) * D + d] += scale * score_grad[c] * q[(b * rows + row) * D + d];
+        }
+        for (index_t d = 0; d < Dv; ++d) r.grad_v[(b * cols + c) * Dv + d] += probability[c] * dO[d];
+        if (entry_of[c] >= 0 && dims.bias_heads > 0) {
+          r.grad_bias[(b % dims.bias_heads) * nnz + entry_of[c]] += score_grad[c];
+        }
+      }
+    }
+  }
+  return r;
+}
+
+// ---- tests per type ------------------------------------------------------------------------------------
+template <typename T>
+void check_sddmm(index_t dim, unsigned seed) {
+  const Problem problem = make_problem(11, 7, 3, seed);
+  const Csr& p = problem.pattern;
+  const index_t rows = p.rows(), cols = p.cols(), nnz = p.nnz(), batch = problem.batch;
+  const auto a = random_values(batch * rows * dim, seed + 1), b = random_values(batch * cols * dim, seed + 2);
+  const auto grad = random_values(batch * nnz, seed + 3);
+  std::vector<double> expected(batch * nnz), grad_a(batch * rows * dim, 0), grad_b(batch * cols * dim, 0);
+  for (index_t n = 0; n < batch; ++n) {
+    for (index_t e = 0; e < nnz; ++e) {
+      const index_t r = problem.row_of_entry[e], c = p.col_indices()[e];
+      expected[n * nnz + e] = dot(&a[(n * rows + r) * dim], &b[(n * cols + c) * dim], dim);
+      for (index_t d = 0; d < dim; ++d) {
+        grad_a[(n * rows + r) * dim + d] += grad[n * nnz + e] * b[(n * cols + c) * dim + d];
+        grad_b[(n * cols + c) * dim + d] += grad[n * nnz + e] * a[(n * rows + r) * dim + d];
+      }
+    }
+  }
+  const auto a_t = convert<T>(a), b_t = convert<T>(b), grad_t = convert<T>(grad);
+  std::vector<T> out(batch * nnz), grad_a_t(grad_a.size()), grad_b_t(grad_b.size());
+  spattn::cpu::sddmm(p.view(), a_t.data(), b_t.data(), out.data(), batch, dim);
+  CHECK(close(out, expected));
+  spattn::cpu::sddmm_backward(p.view(), problem.transposed_view(), grad_t.data(), a_t.data(), b_t.data(),
+                              grad_a_t.data(), grad_b_t.data(), batch, dim);
+  CHECK(close(grad_a_t, grad_a));
+  CHECK(close(grad_b_t, grad_b));
+}
+
+template <typename T>
+void check_softmax(unsigned seed) {
+  const Problem problem = make_problem(12, 9, 2, seed);
+  const Csr& p = problem.pattern;
+  const index_t rows = p.rows(), nnz = p.nnz(), batch = problem.batch;
+  auto values = random_values(batch * nnz, seed + 1);
+  // Row 1 of the first problem is masked out completely: it must give zeros, not NaN.
+  for (index_t e = p.row_offsets()[1]; e < p.row_offsets()[2]; ++e) values[e] = negative_infinity;
+  const auto grad = random_values(batch * nnz, seed + 2);
+  std::vector<double> expected(batch * nnz, 0), expected_grad(batch * nnz, 0);
+  for (index_t n = 0; n < batch; ++n) {
+    for (index_t r = 0; r < rows; ++r) {
+      const index_t begin = n * nnz + p.row_offsets()[r], end = n * nnz + p.row_offsets()[r + 1];
+      double maximum = negative_infinity, sum = 0, weighted = 0;
+      for (index_t e = begin; e < end; ++e) maximum = std::max(maximum, values[e]);
+      if (maximum == negative_infinity) continue;
+      for (index_t e = begin; e < end; ++e) sum += std::exp(values[e] - maximum);
+      for (index_t e = begin; e < end; ++e) expected[e] = std::exp(values[e] - maximum) / sum;
+      for (index_t e = begin; e < end; ++e) weighted += grad[e] * expected[e];
+      for (index_t e = begin; e < end; ++e) expected_grad[e] = expected[e] * (grad[e] - weighted);
+    }
+  }
+  const auto values_t = convert<T>(values), grad_t = convert<T>(grad);
+  std::vector<T> out(batch * nnz), grad_values(batch * nnz);
+  spattn::cpu::sparse_softmax(p.view(), values_t.data(), out.data(), batch);
+  CHECK(close(out, expected));
+  // The backward from the exact probabilities, so that its own error is what is measured.
+  spattn::cpu::sparse_softmax_backward(p.view(), grad_t.data(), convert<T>(expected).data(), grad_values.data(), batch);
+  CHECK(close(grad_values, expected_grad));
+}
+
+template <typename T>
+void check_spmm(index_t dim, unsigned seed) {
+  const Problem problem = make_problem(10, 13, 3, seed);
+  const Csr& p = problem.pattern;
+  const index_t rows = p.rows(), cols = p.cols(), nnz = p.nnz(), batch = problem.batch;
+  const auto values = random_values(batch * nnz, seed + 1), b = random_values(batch * cols * dim, seed + 2);
+  const auto grad_out = random_values(batch * rows * dim, seed + 3);
+  std::vector<double> expected(batch * rows * dim, 0), grad_values(batch * nnz, 0), grad_b(batch * cols * dim, 0);
+  for (index_t n = 0; n < batch; ++n) {
+    for (index_t e = 0; e < nnz; ++e) {
+      const index_t r = problem.row_of_entry[e], c = p.col_indices()[e];
+      grad_values[n * nnz + e] = dot(&grad_out[(n * rows + r) * dim], &b[(n * cols + c) * dim], dim);
+      for (index_t d = 0; d < dim; ++d) {
+        expected[(n * rows + r) * dim + d] += values[n * nnz + e] * b[(n * cols + c) * dim + d];
+        grad_b[(n * cols + c) * dim + d] += values[n * nnz + e] * grad_out[(n * rows + r) * dim + d];
+      }
+    }
+  }
+  const auto values_t = convert<T>(values), b_t = convert<T>(b), grad_out_t = convert<T>(grad_out);
+  std::vector<T> out(expected.size()), grad_values_t(grad_values.size()), grad_b_t(grad_b.size());
+  spattn::cpu::spmm(p.view(), values_t.data(), b_t.data(), out.data(), batch, dim);
+  CHECK(close(out, expected));
+  spattn::cpu::spmm_backward(p.view(), problem.transposed_view(), grad_out_t.data(), values_t.data(), b_t.data(),
+                             grad_values_t.data(), grad_b_t.data(), batch, dim);
+  CHECK(close(grad_values_t, grad_values));
+  CHECK(close(grad_b_t, grad_b));
+}
+
+template <typename T>
+void check_attention(index_t head_dim, index_t value_dim, index_t bias_heads, unsigned seed, bool mask_a_row = false,
+                     index_t rows_count = 14, index_t cols_count = 9, bool paired_rows = false) {
+  using Acc = spattn::accumulate_t<T>;
+  const index_t heads = 2;
+  const Problem problem = make_problem(rows_count, cols_count, 2 * heads, seed, paired_rows);
+  const Csr& p = problem.pattern;
+  const index_t rows = p.rows(), cols = p.cols(), nnz = p.nnz(), batch = problem.batch;
+  const AttentionDims dims{batch, head_dim, value_dim, bias_heads};
+  const double scale = 0.75;
+  const auto q = random_values(batch * rows * head_dim, seed + 1), k = random_values(batch * cols * head_dim, seed + 2);
+  const auto v = random_values(batch * cols * value_dim, seed + 3);
+  const auto grad_out = random_values(batch * rows * value_dim, seed + 4);
+  auto bias = random_values(std::max<index_t>(bias_heads, 1) * nnz, seed + 5);
+  if (mask_a_row) {
+    for (index_t e = p.row_offsets()[3]; e < p.row_offsets()[4]; ++e) bias[e] = negative_infinity;
+  }
+  const AttentionReference expected =
+      reference_attention(problem, q, k, v, bias_heads > 0 ? &bias : nullptr, grad_out, dims, scale);
+
+  const auto q_t = convert<T>(q), k_t = convert<T>(k), v_t = convert<T>(v), grad_out_t = convert<T>(grad_out);
+  const auto bias_t = convert<T>(bias);
+  const T* bias_pointer = bias_heads > 0 ? bias_t.data() : nullptr;
+  std::vector<T> out(batch * rows * value_dim);
+  std::vector<Acc> lse(batch * rows);
+  spattn::cpu::attention_forward(p.view(), q_t.data(), k_t.data(), v_t.data(), bias_pointer, dims, scale, out.data(),
+                                 lse.data());
+  CHECK(close(out, expected.out));
+  CHECK(close(lse, expected.lse));
+
+  std::vector<T> grad_q(q.size()), grad_k(k.size()), grad_v(v.size()), grad_bias(bias.size());
+  std::vector<Acc> workspace(spattn::cpu::attention_backward_workspace_size(p.view(), dims));
+  spattn::cpu::attention_backward(p.view(), problem.transposed_view(), q_t.data(), k_t.data(), v_t.data(),
+                                  bias_pointer, out.data(), grad_out_t.data(), lse.data(), dims, scale, grad_q.data(),
+                                  grad_k.data(), grad_v.data(), bias_heads > 0 ? grad_bias.data() : nullptr,
+                                  workspace.data());
+  CHECK(close(grad_q, expected.grad_q));
+  CHECK(close(grad_k, expected.grad_k));
+  CHECK(close(grad_v, expected.grad_v));
+  if (bias_heads > 0) CHECK(close(grad_bias, expected.grad_bias));
+}
+
+template <typename T>
+void check_all_kernels() {
+  for (index_t dim : {1, 3, 8, 33}) {
+    check_sddmm<T>(dim, 10 + static_cast<unsigned>(dim));
+    check_spmm<T>(dim, 20 + static_cast<unsigned>(dim));
+  }
+  check_softmax<T>(5);
+  check_attention<T>(4, 4, 0, 31);
+  check_attention<T>(7, 3, 1, 32);      // value_dim != head_dim, one shared bias
+  check_attention<T>(33, 17, 2, 33);    // a bias per head
+  check_attention<T>(1, 1, 2, 34);
+  check_attention<T>(5, 6, 2, 35, true);  // a row masked out completely through the bias
+  check_attention<T>(32, 32, 2, 36);        // head dims with a compile-time copy of the fused kernels
+  check_attention<T>(64, 64, 1, 37, true);
+  for (index_t dim : {3, 32, 64}) {  // rows sharing their columns, one of a pair masked out (row 3)
+    check_attention<T>(dim, dim, 2, 38 + static_cast<unsigned>(dim), true, 14, 9, true);
+    check_attention<T>(dim, dim, 0, 39 + static_cast<unsigned>(dim), false, 11, 150, true);
+  }
+}
+
+}  // namespace
+
+TEST(cpu_kernels_double) { check_all_kernels<double>(); }
+TEST(cpu_kernels_float) { check_all_kernels<float>(); }
+TEST(cpu_kernels_bfloat16) { check_all_kernels<bfloat16>(); }
+
+TEST(attention_rows_longer_than_one_block) {
+  // 150 entries per row: the online softmax rescales across blocks of 64.
+  check_attention<double>(3, 2, 1, 40, false, 6, 400);
+  check_attention<float>(3, 2, 2, 41, true, 6, 400);
+}
+
+TEST(workspace_size_refuses_overflow) {
+  const Problem problem = make_problem(4, 4, 1, 50);
+  const AttentionDims dims{index_t{1} << 62, 1, 1, 0};
+  CHECK_THROWS(spattn::cpu::attention_backward_workspace_size(problem.pattern.view(), dims), "too large");
+}
+
+TEST_MAIN()

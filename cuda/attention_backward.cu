@@ -1,0 +1,290 @@
+// Fused sparse attention backward, probabilities recomputed from the forward's log-sum-exp:
+//   P = exp(scale * q.k + bias - lse),  dP = dO.v,  dS = P * (dP - delta),  delta = rowsum(dO * O)
+//   dQ = scale * sum_row dS k       (row pass, also delta and partial sums of dBias)
+//   dK = scale * sum_column dS q,  dV = sum_column P dO   (column pass, through the transposed pattern)
+//   dBias = sum over problems of dS  (the row pass's partial sums added in chunk order)
+// Each output element is owned by one lane group and summed in a fixed order: no atomics, deterministic.
+
+#include "attention_common.cuh"
+#include "attention_workspace.hpp"
+
+namespace spattn::cuda {
+namespace detail {
+namespace {
+
+template <typename D>
+struct BackwardArguments {
+  index_t rows, cols, batch, head_dim, value_dim, bias_heads;
+  const index_t* __restrict__ row_offsets;
+  const index_t* __restrict__ col_indices;
+  const index_t* __restrict__ transposed_row_offsets;  // the transposed pattern: cols rows
+  const index_t* __restrict__ transposed_col_indices;
+  const index_t* __restrict__ permutation;  // transposed entry -> CSR entry
+  const D* __restrict__ q;
+  const D* __restrict__ k;
+  const D* __restrict__ v;
+  const D* __restrict__ bias;  // [bias_heads, nnz] or null
+  const D* __restrict__ out;
+  const D* __restrict__ grad_out;
+  const float* __restrict__ lse;
+  D* __restrict__ grad_q;
+  D* __restrict__ grad_k;
+  D* __restrict__ grad_v;
+  D* __restrict__ grad_bias;         // [bias_heads, nnz] or null
+  float* __restrict__ delta;         // workspace [batch, rows]
+  float* __restrict__ bias_partial;  // workspace [bias_chunks, bias_heads, nnz] (when grad_bias is wanted)
+  index_t bias_chunks;
+  float scale;
+};
+
+__device__ __forceinline__ float probability(float score, float lse) {
+  // lse = -inf: the row had no finite score, so every probability is 0 (not exp(-inf + inf) = NaN).
+  return lse == kNegativeInfinity ? 0.f : expf(score - lse);
+}
+
+// Work item (group, row). Without a bias gradient, group = problem. With one, group = (chunk, bias head):
+// the item handles the chunk's problems of that head (problem = head + j * bias_heads for the chunk's j, in
+// increasing order) and leaves the sum of their score gradients for the row's entries in its slice of
+// bias_partial (zeros when the chunk has no problem).
+template <typename Shape, typename D>
+__global__ void __launch_bounds__(kThreadsPerBlock) attention_backward_rows_kernel(const BackwardArguments<D> args) {
+  constexpr int kLanes = Shape::kLanes, kElems = Shape::kElems, kStep = entries_per_step<Shape>();
+  const int lane = threadIdx.x % kLanes;
+  const unsigned mask = group_mask<kLanes>();
+  const index_t nnz = args.row_offsets[args.rows];
+  const bool sum_bias = args.grad_bias != nullptr;
+  const index_t heads = sum_bias ? args.bias_heads : args.batch;
+  const index_t problems_per_item = sum_bias ? kProblemsPerBiasChunk : 1;
+  const index_t items = (sum_bias ? args.bias_chunks : 1) * heads * args.rows;
+
+  for (index_t item = first_item<kLanes>(); item < items; item += item_stride<kLanes>()) {
+    const index_t group = item / args.rows, row = item % args.rows;
+    const index_t head = group % heads, chunk = group / heads;
+    const index_t begin = args.row_offsets[row], end = args.row_offsets[row + 1];
+    float* partial_row = sum_bias ? args.bias_partial + group * nnz : nullptr;
+    const index_t first_problem = head + chunk * problems_per_item * heads;
+    if (sum_bias && first_problem >= args.batch) {
+      // A chunk without problems (or a bias head no problem reads): it contributes zeros.
+      for (index_t entry = begin + lane; entry < end; entry += kLanes) partial_row[entry] = 0.f;
+      continue;
+    }
+
+    for (index_t j = 0; j < problems_per_item; ++j) {
+      const index_t problem = first_problem + j * heads;
+      if (problem >= args.batch) break;
+      const index_t problem_row = problem * args.rows + row;
+      const D* k_problem = args.k + problem * args.cols * args.head_dim;
+      const D* v_problem = args.v + problem * args.cols * args.value_dim;
+      const D* bias_row = args.bias == nullptr ? nullptr : args.bias + (problem % args.bias_heads) * nnz;
+
+      float q[kElems], grad_out[kElems], out[kElems];
+      load_fragment<Shape>(args.q + problem_row * args.head_dim, args.head_dim, lane, q);
+      load_fragment<Shape>(args.grad_out + problem_row * args.value_dim, args.value_dim, lane, grad_out);
+      load_fragment<Shape>(args.out + problem_row * args.value_dim, args.value_dim, lane, out);
+      const float delta = group_sum<kLanes>(partial_dot(grad_out, out), mask);
+      if (lane == 0) args.delta[problem_row] = delta;
+      const float row_lse = args.lse[problem_row];
+
+      float grad_q[kElems];
+      zero_fragment(grad_q);
+      for (index_t step = begin; step < end; step += kStep) {
+        float key[kStep][kElems], value[kStep][kElems];
+#pragma unroll
+        for (int u = 0; u < kStep; ++u) {
+          const index_t entry = step + u;
+          if (entry < end) {
+            const index_t column = args.col_indices[entry];
+            load_fragment<Shape>(k_problem + column * args.head_dim, args.head_dim, lane, key[u]);
+            load_fragment<Shape>(v_problem + column * args.value_dim, args.value_dim, lane, value[u]);
+          } else {
+            zero_fragment(key[u]);
+            zero_fragment(value[u]);
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kStep; ++u) {
+          const index_t entry = step + u;
+          const float dot = group_sum<kLanes>(partial_dot(q, key[u]), mask);
+          const float grad_probability = group_sum<kLanes>(partial_dot(grad_out, value[u]), mask);
+          if (entry < end) {
+            const float score = dot * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[entry]));
+            const float grad_score = probability(score, row_lse) * (grad_probability - delta);
+#pragma unroll
+            for (int i = 0; i < kElems; ++i) grad_q[i] = fmaf(grad_score, key[u][i], grad_q[i]);
+            if (sum_bias && lane == 0) {
+              // Only this lane touches these entries of this slice, in problem order.
+              partial_row[entry] = j == 0 ? grad_score : partial_row[entry] + grad_score;
+            }
+          }
+        }
+      }
+      store_fragment<Shape>(args.grad_q + problem_row * args.head_dim, args.head_dim, lane, grad_q, args.scale);
+    }
+  }
+}
+
+// grad_bias[h, e] = sum over chunks c (in order) of bias_partial[c, h, e].
+constexpr int kBiasSumBlocks = 1024;
+template <typename D>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    attention_backward_bias_kernel(index_t rows, const index_t* __restrict__ row_offsets,
+                                   const float* __restrict__ bias_partial, D* __restrict__ grad_bias,
+                                   index_t bias_heads, index_t chunks) {
+  const index_t heads_nnz = bias_heads * row_offsets[rows];
+  for (index_t index = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; index < heads_nnz;
+       index += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    float total = 0.f;
+    for (index_t chunk = 0; chunk < chunks; ++chunk) total += bias_partial[chunk * heads_nnz + index];
+    grad_bias[index] = from_float<D>(total);
+  }
+}
+
+// Work item (problem, column): walks the column's entries through the transposed pattern.
+template <typename Shape, typename D>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    attention_backward_columns_kernel(const BackwardArguments<D> args) {
+  constexpr int kLanes = Shape::kLanes, kElems = Shape::kElems, kStep = entries_per_step<Shape>();
+  const int lane = threadIdx.x % kLanes;
+  const unsigned mask = group_mask<kLanes>();
+  const index_t nnz = args.row_offsets[args.rows];
+  const index_t items = args.batch * args.cols;
+
+  for (index_t item = first_item<kLanes>(); item < items; item += item_stride<kLanes>()) {
+    const index_t problem = item / args.cols, column = item % args.cols;
+    const D* q_problem = args.q + problem * args.rows * args.head_dim;
+    const D* grad_out_problem = args.grad_out + problem * args.rows * args.value_dim;
+    const float* lse_problem = args.lse + problem * args.rows;
+    const float* delta_problem = args.delta + problem * args.rows;
+    const D* bias_row = args.bias == nullptr ? nullptr : args.bias + (problem % args.bias_heads) * nnz;
+
+    float key[kElems], value[kElems];
+    load_fragment<Shape>(args.k + item * args.head_dim, args.head_dim, lane, key);
+    load_fragment<Shape>(args.v + item * args.value_dim, args.value_dim, lane, value);
+    float grad_k[kElems], grad_v[kElems];
+    zero_fragment(grad_k);
+    zero_fragment(grad_v);
+
+    const index_t begin = args.transposed_row_offsets[column], end = args.transposed_row_offsets[column + 1];
+    for (index_t step = begin; step < end; step += kStep) {
+      float query[kStep][kElems], grad_out[kStep][kElems];
+      index_t rows[kStep];
+#pragma unroll
+      for (int u = 0; u < kStep; ++u) {
+        const index_t entry = step + u;
+        rows[u] = entry < end ? args.transposed_col_indices[entry] : 0;
+        if (entry < end) {
+          load_fragment<Shape>(q_problem + rows[u] * args.head_dim, args.head_dim, lane, query[u]);
+          load_fragment<Shape>(grad_out_problem + rows[u] * args.value_dim, args.value_dim, lane, grad_out[u]);
+        } else {
+          zero_fragment(query[u]);
+          zero_fragment(grad_out[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kStep; ++u) {
+        const index_t entry = step + u;
+        const float dot = group_sum<kLanes>(partial_dot(query[u], key), mask);
+        const float grad_probability = group_sum<kLanes>(partial_dot(grad_out[u], value), mask);
+        if (entry < end) {
+          const index_t csr_entry = args.permutation[entry];
+          const float score = dot * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[csr_entry]));
+          const float p = probability(score, lse_problem[rows[u]]);
+          const float grad_score = p * (grad_probability - delta_problem[rows[u]]);
+#pragma unroll
+          for (int i = 0; i < kElems; ++i) {
+            grad_v[i] = fmaf(p, grad_out[u][i], grad_v[i]);
+            grad_k[i] = fmaf(grad_score, query[u][i], grad_k[i]);
+          }
+        }
+      }
+    }
+    store_fragment<Shape>(args.grad_k + item * args.head_dim, args.head_dim, lane, grad_k, args.scale);
+    store_fragment<Shape>(args.grad_v + item * args.value_dim, args.value_dim, lane, grad_v, 1.f);
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+template <typename T>
+void attention_backward(CsrView pattern, TransposedView transposed, const T* q, const T* k, const T* v,
+                        const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
+                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
+                        accumulate_t<T>* workspace, cudaStream_t stream) {
+  using namespace detail;
+  SPATTN_CHECK(dims.batch >= 0 && pattern.rows >= 0 && pattern.cols >= 0, "attention_backward: negative size");
+  // (A bias of zero entries may arrive as a null pointer with bias_heads > 0; it is never read.)
+  SPATTN_CHECK(dims.bias_heads >= 0 && (bias == nullptr || dims.bias_heads > 0),
+               "attention_backward: a bias needs bias_heads >= 1, got ", dims.bias_heads);
+  SPATTN_CHECK(grad_bias == nullptr || bias != nullptr, "attention_backward: grad_bias without a bias");
+  SPATTN_CHECK(transposed.pattern.rows == pattern.cols && transposed.pattern.cols == pattern.rows,
+               "attention_backward: the transposed pattern has shape (", transposed.pattern.rows, ", ",
+               transposed.pattern.cols, "), expected (", pattern.cols, ", ", pattern.rows, ")");
+  using D = device_t<T>;
+  // Layout in attention_workspace.hpp: delta, then the partial sums of grad_bias.
+  float* delta = workspace;
+  float* bias_partial = workspace + dims.batch * pattern.rows;
+  const index_t chunks = bias_chunks(dims.batch, dims.bias_heads);
+  BackwardArguments<D> args{pattern.rows,
+                            pattern.cols,
+                            dims.batch,
+                            dims.head_dim,
+                            dims.value_dim,
+                            dims.bias_heads,
+                            pattern.row_offsets,
+                            pattern.col_indices,
+                            transposed.pattern.row_offsets,
+                            transposed.pattern.col_indices,
+                            transposed.permutation,
+                            to_device(q),
+                            to_device(k),
+                            to_device(v),
+                            to_device(bias),
+                            to_device(out),
+                            to_device(grad_out),
+                            lse,
+                            to_device(grad_q),
+                            to_device(grad_k),
+                            to_device(grad_v),
+                            to_device(grad_bias),
+                            delta,
+                            bias_partial,
+                            chunks,
+                            static_cast<float>(scale)};
+  const bool aligned = aligned_16(q) && aligned_16(k) && aligned_16(v) && aligned_16(out) && aligned_16(grad_out) &&
+                       aligned_16(grad_q) && aligned_16(grad_k) && aligned_16(grad_v);
+  const index_t row_items =
+      (grad_bias != nullptr ? chunks * dims.bias_heads : dims.batch) * pattern.rows;
+  const index_t column_items = dims.batch * pattern.cols;
+  dispatch_fragment_shape(dims.head_dim, dims.value_dim, aligned, [&](auto shape) {
+    using Shape = decltype(shape);
+    constexpr int kItemsPerBlock = kThreadsPerBlock / Shape::kLanes;
+    // Rows first: the column pass reads delta.
+    if (row_items > 0) {
+      attention_backward_rows_kernel<Shape, D><<<blocks_for(row_items, kItemsPerBlock), kThreadsPerBlock, 0, stream>>>(args);
+      SPATTN_CUDA_CHECK_LAUNCH();
+    }
+    if (column_items > 0) {
+      attention_backward_columns_kernel<Shape, D>
+          <<<blocks_for(column_items, kItemsPerBlock), kThreadsPerBlock, 0, stream>>>(args);
+      SPATTN_CUDA_CHECK_LAUNCH();
+    }
+  });
+  if (grad_bias != nullptr && dims.bias_heads > 0) {
+    // After the row pass on the same stream. nnz lives on the device, so the grid is fixed and strides.
+    attention_backward_bias_kernel<D><<<kBiasSumBlocks, kThreadsPerBlock, 0, stream>>>(
+        pattern.rows, pattern.row_offsets, bias_partial, to_device(grad_bias), dims.bias_heads, chunks);
+    SPATTN_CUDA_CHECK_LAUNCH();
+  }
+}
+
+#define SPATTN_INSTANTIATE(T)                                                                                \
+  template void attention_backward<T>(CsrView, TransposedView, const T*, const T*, const T*, const T*, const T*, \
+                                      const T*, const accumulate_t<T>*, AttentionDims, double, T*, T*, T*, T*,   \
+                                      accumulate_t<T>*, cudaStream_t);
+SPATTN_INSTANTIATE(float)
+SPATTN_INSTANTIATE(float16)
+SPATTN_INSTANTIATE(bfloat16)
+#undef SPATTN_INSTANTIATE
+
+}  // namespace spattn::cuda

@@ -1,0 +1,105 @@
+#pragma once
+// Pieces shared by the fused attention kernels: how a row of q / k / v is spread over a group of lanes,
+// and the choice of group shape for a head dim.
+//
+// A group of kLanes lanes handles one (problem, row); lane j holds elements [j * kElems, (j + 1) * kElems)
+// of each dense row it touches, as floats in registers. The fast paths (head_dim == value_dim ==
+// kLanes * kElems, 16-byte aligned arrays) load each lane's slice with one vector load; the generic path
+// loads element by element and pads with zeros past the row's end.
+
+#include <type_traits>
+
+#include "device_types.cuh"
+#include "spattn/cuda_kernels.hpp"
+
+namespace spattn::cuda::detail {
+
+template <int kLanesValue, int kElemsValue, bool kVectorizedValue>
+struct FragmentShape {
+  static constexpr int kLanes = kLanesValue;
+  static constexpr int kElems = kElemsValue;
+  static constexpr bool kVectorized = kVectorizedValue;
+  static_assert(32 % kLanes == 0, "a group must tile a warp");
+};
+
+template <typename D, int kElems>
+struct alignas(sizeof(D) * kElems) Packed {
+  D values[kElems];
+};
+
+template <typename Shape, typename D>
+__device__ __forceinline__ void load_fragment(const D* __restrict__ row, index_t dim, int lane,
+                                              float (&fragment)[Shape::kElems]) {
+  const index_t first = static_cast<index_t>(lane) * Shape::kElems;
+  if constexpr (Shape::kVectorized) {
+    const Packed<D, Shape::kElems> packed = *reinterpret_cast<const Packed<D, Shape::kElems>*>(row + first);
+#pragma unroll
+    for (int i = 0; i < Shape::kElems; ++i) fragment[i] = to_float(packed.values[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < Shape::kElems; ++i) fragment[i] = first + i < dim ? to_float(row[first + i]) : 0.f;
+  }
+}
+
+template <typename Shape, typename D>
+__device__ __forceinline__ void store_fragment(D* __restrict__ row, index_t dim, int lane,
+                                               const float (&fragment)[Shape::kElems], float factor) {
+  const index_t first = static_cast<index_t>(lane) * Shape::kElems;
+  if constexpr (Shape::kVectorized) {
+    Packed<D, Shape::kElems> packed;
+#pragma unroll
+    for (int i = 0; i < Shape::kElems; ++i) packed.values[i] = from_float<D>(fragment[i] * factor);
+    *reinterpret_cast<Packed<D, Shape::kElems>*>(row + first) = packed;
+  } else {
+#pragma unroll
+    for (int i = 0; i < Shape::kElems; ++i) {
+      if (first + i < dim) row[first + i] = from_float<D>(fragment[i] * factor);
+    }
+  }
+}
+
+template <int kElems>
+__device__ __forceinline__ void zero_fragment(float (&fragment)[kElems]) {
+#pragma unroll
+  for (int i = 0; i < kElems; ++i) fragment[i] = 0.f;
+}
+
+// This lane's share of a . b (padding lanes hold zeros); group_sum completes it.
+template <int kElems>
+__device__ __forceinline__ float partial_dot(const float (&a)[kElems], const float (&b)[kElems]) {
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < kElems; ++i) sum = fmaf(a[i], b[i], sum);
+  return sum;
+}
+
+// Entries handled per step of a row loop: several keys' loads in flight at once, fewer for wide rows so the
+// fragments stay in registers.
+template <typename Shape>
+constexpr int entries_per_step() {
+  return Shape::kElems <= 4 ? 4 : Shape::kElems <= 8 ? 2 : 1;
+}
+
+inline bool aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
+
+// Calls launch(FragmentShape<...>{}) with the shape for these dims; `aligned`: every dense array the kernel
+// touches is 16-byte aligned (needed by the vector loads).
+template <typename Launch>
+void dispatch_fragment_shape(index_t head_dim, index_t value_dim, bool aligned, Launch&& launch) {
+  SPATTN_CHECK(head_dim >= 0 && value_dim >= 0 && head_dim <= max_attention_dim && value_dim <= max_attention_dim,
+               "head_dim and value_dim must be at most ", max_attention_dim, " for the CUDA attention kernels, got ",
+               head_dim, " and ", value_dim);
+  if (aligned && head_dim == value_dim) {
+    // Fast paths: one 4-element vector per lane; narrow heads use fewer lanes per row, more rows per warp.
+    if (head_dim == 32) return launch(FragmentShape<8, 4, true>{});
+    if (head_dim == 64) return launch(FragmentShape<16, 4, true>{});
+    if (head_dim == 128) return launch(FragmentShape<32, 4, true>{});
+  }
+  const index_t widest = head_dim > value_dim ? head_dim : value_dim;
+  if (widest <= 64) return launch(FragmentShape<32, 2, false>{});
+  if (widest <= 128) return launch(FragmentShape<32, 4, false>{});
+  if (widest <= 256) return launch(FragmentShape<32, 8, false>{});
+  return launch(FragmentShape<32, 32, false>{});
+}
+
+}  // namespace spattn::cuda::detail

@@ -1,0 +1,129 @@
+// Fused sparse attention forward: for each (problem, row), an online softmax over the row's entries,
+// out = softmax(scale * q k^T + bias) v and lse = log-sum-exp of the scores. Scores never touch memory.
+
+#include "attention_common.cuh"
+
+namespace spattn::cuda {
+namespace detail {
+namespace {
+
+template <typename D>
+struct ForwardArguments {
+  index_t rows, cols, batch, head_dim, value_dim, bias_heads;
+  const index_t* __restrict__ row_offsets;
+  const index_t* __restrict__ col_indices;
+  const D* __restrict__ q;     // [batch, rows, head_dim]
+  const D* __restrict__ k;     // [batch, cols, head_dim]
+  const D* __restrict__ v;     // [batch, cols, value_dim]
+  const D* __restrict__ bias;  // [bias_heads, nnz] or null
+  D* __restrict__ out;         // [batch, rows, value_dim]
+  float* __restrict__ lse;     // [batch, rows]
+  float scale;
+};
+
+template <typename Shape, typename D>
+__global__ void __launch_bounds__(kThreadsPerBlock) attention_forward_kernel(const ForwardArguments<D> args) {
+  constexpr int kLanes = Shape::kLanes, kElems = Shape::kElems, kStep = entries_per_step<Shape>();
+  const int lane = threadIdx.x % kLanes;
+  const unsigned mask = group_mask<kLanes>();
+  const index_t nnz = args.row_offsets[args.rows];
+  const index_t items = args.batch * args.rows;
+
+  for (index_t item = first_item<kLanes>(); item < items; item += item_stride<kLanes>()) {
+    const index_t problem = item / args.rows, row = item % args.rows;
+    const D* k_problem = args.k + problem * args.cols * args.head_dim;
+    const D* v_problem = args.v + problem * args.cols * args.value_dim;
+    const D* bias_row = args.bias == nullptr ? nullptr : args.bias + (problem % args.bias_heads) * nnz;
+
+    float q[kElems];
+    load_fragment<Shape>(args.q + item * args.head_dim, args.head_dim, lane, q);
+    float accumulator[kElems];
+    zero_fragment(accumulator);
+    float running_max = kNegativeInfinity, running_sum = 0.f;
+
+    const index_t begin = args.row_offsets[row], end = args.row_offsets[row + 1];
+    for (index_t step = begin; step < end; step += kStep) {
+      // Issue every load of the step before the first use.
+      float key[kStep][kElems], value[kStep][kElems], score[kStep];
+#pragma unroll
+      for (int u = 0; u < kStep; ++u) {
+        const index_t entry = step + u;
+        if (entry < end) {
+          const index_t column = args.col_indices[entry];
+          load_fragment<Shape>(k_problem + column * args.head_dim, args.head_dim, lane, key[u]);
+          load_fragment<Shape>(v_problem + column * args.value_dim, args.value_dim, lane, value[u]);
+        } else {
+          zero_fragment(key[u]);
+          zero_fragment(value[u]);
+        }
+      }
+      float step_max = kNegativeInfinity;
+#pragma unroll
+      for (int u = 0; u < kStep; ++u) {
+        const index_t entry = step + u;
+        const float dot = group_sum<kLanes>(partial_dot(q, key[u]), mask);
+        score[u] = entry < end ? dot * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[entry]))
+                               : kNegativeInfinity;
+        step_max = fmaxf(step_max, score[u]);
+      }
+      const float new_max = fmaxf(running_max, step_max);
+      // Nothing but -inf so far: no weight to add (and exp(-inf - -inf) would be NaN). Same on every lane.
+      if (new_max == kNegativeInfinity) continue;
+      const float correction = expf(running_max - new_max);  // 0 on the first finite score
+      running_sum *= correction;
+#pragma unroll
+      for (int i = 0; i < kElems; ++i) accumulator[i] *= correction;
+#pragma unroll
+      for (int u = 0; u < kStep; ++u) {
+        const float weight = expf(score[u] - new_max);  // 0 for padding and masked entries
+        running_sum += weight;
+#pragma unroll
+        for (int i = 0; i < kElems; ++i) accumulator[i] = fmaf(weight, value[u][i], accumulator[i]);
+      }
+      running_max = new_max;
+    }
+
+    // running_sum >= 1 once any score was finite (the maximum contributes exp(0)).
+    const bool has_weight = running_sum > 0.f;
+    store_fragment<Shape>(args.out + item * args.value_dim, args.value_dim, lane, accumulator,
+                          has_weight ? 1.f / running_sum : 0.f);
+    if (lane == 0) args.lse[item] = has_weight ? running_max + logf(running_sum) : kNegativeInfinity;
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+template <typename T>
+void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, const T* bias, AttentionDims dims,
+                       double scale, T* out, accumulate_t<T>* lse, cudaStream_t stream) {
+  using namespace detail;
+  SPATTN_CHECK(dims.batch >= 0 && pattern.rows >= 0 && pattern.cols >= 0, "attention_forward: negative size");
+  // (A bias of zero entries may arrive as a null pointer with bias_heads > 0; it is never read.)
+  SPATTN_CHECK(dims.bias_heads >= 0 && (bias == nullptr || dims.bias_heads > 0),
+               "attention_forward: a bias needs bias_heads >= 1, got ", dims.bias_heads);
+  const index_t items = dims.batch * pattern.rows;
+  if (items == 0) return;
+  using D = device_t<T>;
+  ForwardArguments<D> args{pattern.rows,       pattern.cols,   dims.batch,     dims.head_dim,
+                           dims.value_dim,     dims.bias_heads, pattern.row_offsets, pattern.col_indices,
+                           to_device(q),       to_device(k),   to_device(v),   to_device(bias),
+                           to_device(out),     lse,            static_cast<float>(scale)};
+  const bool aligned = aligned_16(q) && aligned_16(k) && aligned_16(v) && aligned_16(out);
+  dispatch_fragment_shape(dims.head_dim, dims.value_dim, aligned, [&](auto shape) {
+    using Shape = decltype(shape);
+    attention_forward_kernel<Shape, D>
+        <<<blocks_for(items, kThreadsPerBlock / Shape::kLanes), kThreadsPerBlock, 0, stream>>>(args);
+    SPATTN_CUDA_CHECK_LAUNCH();
+  });
+}
+
+#define SPATTN_INSTANTIATE(T)                                                                              \
+  template void attention_forward<T>(CsrView, const T*, const T*, const T*, const T*, AttentionDims, double, \
+                                     T*, accumulate_t<T>*, cudaStream_t);
+SPATTN_INSTANTIATE(float)
+SPATTN_INSTANTIATE(float16)
+SPATTN_INSTANTIATE(bfloat16)
+#undef SPATTN_INSTANTIATE
+
+}  // namespace spattn::cuda

@@ -1,0 +1,187 @@
+"""The functional API: attention and its building blocks over a :class:`~spattn.Pattern`.
+
+Every function checks its arguments (types, ranks, matching sizes, the pattern's shape, dtypes, devices)
+and raises TypeError/ValueError naming the argument, then makes the inputs contiguous, flattens the
+leading dimensions into one batch axis and calls the custom ops in :mod:`spattn.ops`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from . import _checks, ops
+from .pattern import Pattern
+
+__all__ = ["scaled_dot_product_attention", "sddmm", "sparse_softmax", "spmm"]
+
+
+# ---- argument checks -------------------------------------------------------------------------------------
+def _check_tensor(value, name: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+    return value
+
+
+def _check_same_dtype_and_device(first: Tensor, first_name: str, **others: Tensor | None) -> None:
+    for name, tensor in others.items():
+        if tensor is None:
+            continue
+        if tensor.dtype != first.dtype:
+            raise TypeError(f"{name} must have the same dtype as {first_name} ({first.dtype}), got {tensor.dtype}")
+        if tensor.device != first.device:
+            raise ValueError(f"{name} must be on the same device as {first_name} ({first.device}), "
+                             f"got {tensor.device}")
+
+
+def _check_pattern(pattern, n_rows: int, n_cols: int, device: torch.device, rows_from: str,
+                   cols_from: str) -> Pattern:
+    if not isinstance(pattern, Pattern):
+        raise TypeError(f"pattern must be a spattn.Pattern, got {type(pattern).__name__}")
+    if pattern.shape != (n_rows, n_cols):
+        raise ValueError(f"pattern: shape {pattern.shape} does not match ({rows_from}, {cols_from}) = "
+                         f"({n_rows}, {n_cols})")
+    return pattern.to(device)
+
+
+def _check_rank(tensor: Tensor, name: str, minimum: int) -> None:
+    if tensor.ndim < minimum:
+        raise ValueError(f"{name} must have at least {minimum} dimensions, got shape {tuple(tensor.shape)}")
+
+
+def _check_batch(tensor: Tensor, name: str, batch_shape: torch.Size, reference: str, dims: int) -> None:
+    if tensor.shape[:tensor.ndim - dims] != batch_shape:
+        raise ValueError(f"{name}: leading dimensions {tuple(tensor.shape[:tensor.ndim - dims])} must match "
+                         f"{reference}'s {tuple(batch_shape)}")
+
+
+def _as_batch(tensor: Tensor, trailing: int) -> Tensor:
+    """Contiguous, with the leading dimensions flattened into one batch axis."""
+    # An explicit batch size: -1 is ambiguous when some dimension is 0.
+    batch = math.prod(tensor.shape[:tensor.ndim - trailing])
+    return tensor.contiguous().reshape(batch, *tensor.shape[tensor.ndim - trailing:])
+
+
+def _prepare_backward(pattern: Pattern, *tensors: Tensor | None) -> None:
+    # In eager mode, hands the pattern's cached transpose to the backward passes (see ops._transposed).
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling() and \
+            any(t is not None and t.requires_grad for t in tensors):
+        ops.remember_transposed(pattern)
+
+
+# ---- building blocks -------------------------------------------------------------------------------------
+def sddmm(a: Tensor, b: Tensor, pattern: Pattern) -> Tensor:
+    """``(a @ b^T)`` sampled on the pattern.
+
+    a ``[..., Nq, D]``, b ``[..., Nk, D]`` with the same leading dimensions, pattern of shape ``(Nq, Nk)``;
+    returns ``[..., nnz]`` in CSR order.
+    """
+    _check_tensor(a, "a"), _check_tensor(b, "b")
+    _check_rank(a, "a", 2), _check_rank(b, "b", 2)
+    _check_same_dtype_and_device(a, "a", b=b)
+    _check_batch(b, "b", a.shape[:-2], "a", 2)
+    if b.shape[-1] != a.shape[-1]:
+        raise ValueError(f"b: last dimension {b.shape[-1]} must match a's {a.shape[-1]}")
+    pattern = _check_pattern(pattern, a.shape[-2], b.shape[-2], a.device, "a.shape[-2]", "b.shape[-2]")
+    _prepare_backward(pattern, a, b)
+    out = ops.sddmm(_as_batch(a, 2), _as_batch(b, 2), pattern.row_offsets, pattern.col_indices)
+    return out.reshape(*a.shape[:-2], pattern.nnz)
+
+
+def sparse_softmax(values: Tensor, pattern: Pattern) -> Tensor:
+    """Softmax over each row's entries.
+
+    values ``[..., nnz]`` in CSR order; returns the same shape. Rows without entries (or with every entry
+    at -inf) get no probability mass.
+    """
+    _check_tensor(values, "values")
+    _check_rank(values, "values", 1)
+    if not isinstance(pattern, Pattern):
+        raise TypeError(f"pattern must be a spattn.Pattern, got {type(pattern).__name__}")
+    if values.shape[-1] != pattern.nnz:
+        raise ValueError(f"values: last dimension {values.shape[-1]} must be the pattern's nnz = {pattern.nnz}")
+    pattern = pattern.to(values.device)
+    out = ops.sparse_softmax(_as_batch(values, 1), pattern.row_offsets, pattern.col_indices)
+    return out.reshape(values.shape)
+
+
+def spmm(values: Tensor, b: Tensor, pattern: Pattern) -> Tensor:
+    """The sparse matrix (pattern with ``values``) times ``b``.
+
+    values ``[..., nnz]``, b ``[..., Nk, D]`` with the same leading dimensions, pattern of shape
+    ``(Nq, Nk)``; returns ``[..., Nq, D]``. Rows without entries give 0.
+    """
+    _check_tensor(values, "values"), _check_tensor(b, "b")
+    _check_rank(values, "values", 1), _check_rank(b, "b", 2)
+    _check_same_dtype_and_device(b, "b", values=values)
+    _check_batch(values, "values", b.shape[:-2], "b", 1)
+    if not isinstance(pattern, Pattern):
+        raise TypeError(f"pattern must be a spattn.Pattern, got {type(pattern).__name__}")
+    if pattern.shape[1] != b.shape[-2]:
+        raise ValueError(f"pattern: shape {pattern.shape} has {pattern.shape[1]} columns, but b.shape[-2] = "
+                         f"{b.shape[-2]}")
+    if values.shape[-1] != pattern.nnz:
+        raise ValueError(f"values: last dimension {values.shape[-1]} must be the pattern's nnz = {pattern.nnz}")
+    pattern = pattern.to(b.device)
+    _prepare_backward(pattern, values, b)
+    out = ops.spmm(_as_batch(values, 1), _as_batch(b, 2), pattern.row_offsets, pattern.col_indices)
+    return out.reshape(*b.shape[:-2], pattern.shape[0], b.shape[-1])
+
+
+# ---- attention -------------------------------------------------------------------------------------------
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, bias: Tensor | None = None,
+                                 scale: float | None = None, dropout_p: float = 0.0) -> Tensor:
+    """``softmax(scale * q k^T + bias) v`` with the softmax over each query's entries in ``pattern``.
+
+    q ``[B, H, Nq, D]`` or ``[B, Nq, D]``; k ``[.., Nk, D]``; v ``[.., Nk, Dv]`` (same leading dimensions);
+    pattern of shape ``(Nq, Nk)``; bias None, ``[nnz]`` (shared by all heads) or ``[H, nnz]`` (4-D inputs),
+    in CSR order, added to the scaled scores; scale defaults to ``1 / sqrt(D)``. Returns ``[.., Nq, Dv]``;
+    queries without entries give 0. With ``dropout_p > 0`` the probabilities are dropped out (unfused path:
+    SDDMM, softmax, dropout, SpMM); otherwise one fused kernel runs, which never stores the scores.
+    """
+    for name, tensor in (("q", q), ("k", k), ("v", v)):
+        _check_tensor(tensor, name)
+        if tensor.ndim not in (3, 4):
+            raise ValueError(f"{name} must be [B, H, N, D] or [B, N, D], got shape {tuple(tensor.shape)}")
+    _check_same_dtype_and_device(q, "q", k=k, v=v)
+    if k.ndim != q.ndim or v.ndim != q.ndim:
+        raise ValueError(f"q, k and v must have the same rank, got {q.ndim}, {k.ndim} and {v.ndim}")
+    _check_batch(k, "k", q.shape[:-2], "q", 2)
+    _check_batch(v, "v", q.shape[:-2], "q", 2)
+    if k.shape[-1] != q.shape[-1]:
+        raise ValueError(f"k: head dim {k.shape[-1]} must match q's {q.shape[-1]}")
+    if v.shape[-2] != k.shape[-2]:
+        raise ValueError(f"v: number of keys {v.shape[-2]} must match k's {k.shape[-2]}")
+    pattern = _check_pattern(pattern, q.shape[-2], k.shape[-2], q.device, "q.shape[-2]", "k.shape[-2]")
+    heads = q.shape[1] if q.ndim == 4 else 1
+    if bias is not None:
+        if not isinstance(bias, Tensor):
+            raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
+        _check_same_dtype_and_device(q, "q", bias=bias)
+        allowed = [(pattern.nnz,)] + ([(heads, pattern.nnz)] if q.ndim == 4 else [])
+        if tuple(bias.shape) not in allowed:
+            raise ValueError(f"bias must have shape {' or '.join(str(list(s)) for s in allowed)} (nnz = "
+                             f"{pattern.nnz}), got {list(bias.shape)}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else _checks.as_float(scale, "scale")
+    dropout_p = _checks.as_float(dropout_p, "dropout_p")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+
+    _prepare_backward(pattern, q, k, v, bias)
+    q3, k3, v3 = _as_batch(q, 2), _as_batch(k, 2), _as_batch(v, 2)
+    out_shape = (*q.shape[:-1], v.shape[-1])
+    if dropout_p > 0.0:
+        scores = ops.sddmm(q3, k3, pattern.row_offsets, pattern.col_indices) * scale
+        if bias is not None:
+            problems = q3.shape[0]
+            scores = (scores.view(problems // heads, heads, pattern.nnz) + bias).view(problems, pattern.nnz)
+        probabilities = ops.sparse_softmax(scores, pattern.row_offsets, pattern.col_indices)
+        probabilities = torch.nn.functional.dropout(probabilities, dropout_p, training=True)
+        return ops.spmm(probabilities, v3, pattern.row_offsets, pattern.col_indices).view(out_shape)
+    bias2d = None if bias is None else bias.contiguous().view(bias.shape[0] if bias.ndim == 2 else 1, pattern.nnz)
+    out, _ = ops.attention_forward(q3, k3, v3, bias2d, pattern.row_offsets, pattern.col_indices, scale)
+    return out.view(out_shape)

@@ -1,0 +1,272 @@
+"""The torch custom ops of spattn (namespace ``spattn``): schema, CPU kernel, fake kernel and autograd,
+one short block per op.
+
+Every op takes 3-D contiguous tensors (``[batch, N, D]``) and pattern values ``[batch, nnz]`` in CSR
+order; :mod:`spattn.functional` checks and reshapes user inputs before calling them. The pattern travels
+as its ``row_offsets``/``col_indices`` tensors; its number of columns is ``b.shape[1]`` (``k.shape[1]``).
+The backward ops are custom ops too, so ``torch.compile`` sees no graph break; they take the transposed
+pattern (``t_row_offsets``, ``t_col_indices``, ``permutation``). CUDA kernels for the same ops are
+registered elsewhere with ``op.register_kernel("cuda")``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._core import _C
+
+__all__ = ["sddmm", "sddmm_backward", "sparse_softmax", "sparse_softmax_backward", "spmm", "spmm_backward",
+           "attention_forward", "attention_backward", "transpose_pattern", "remember_transposed"]
+
+
+def _contiguous(*tensors):
+    return [t.contiguous() if t is not None else None for t in tensors]
+
+
+def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---- the transposed pattern for backward passes ----------------------------------------------------------
+# The forward ops receive only the pattern's tensors, yet their backward needs its transpose. In eager mode
+# the transpose cached on the Pattern is found here, keyed by the identity of the pattern's col_indices
+# tensor (the functional API registers it; the entry goes when that tensor dies). Otherwise (ops called
+# directly, or traced by torch.compile, where tensors are stand-ins) the transpose_pattern op computes it,
+# O(nnz). A WeakKeyDictionary cannot be used: it compares tensor keys with ==, which is elementwise.
+_transposed_by_id: dict[int, tuple] = {}
+
+
+def remember_transposed(pattern) -> None:
+    """Makes the cached ``pattern.transposed()`` available to the backward of ops called with the
+    pattern's tensors."""
+    col_indices = pattern.col_indices
+    entry = _transposed_by_id.get(id(col_indices))
+    if entry is not None and entry[0]() is col_indices:
+        return
+    transposed, permutation = pattern.transposed()
+    _transposed_by_id[id(col_indices)] = (weakref.ref(col_indices), pattern.row_offsets, transposed.row_offsets,
+                                          transposed.col_indices, permutation)
+    weakref.finalize(col_indices, _transposed_by_id.pop, id(col_indices), None)
+
+
+def _transposed(row_offsets: Tensor, col_indices: Tensor, n_cols: int) -> tuple[Tensor, Tensor, Tensor]:
+    entry = _transposed_by_id.get(id(col_indices))
+    if entry is not None and entry[0]() is col_indices and entry[1] is row_offsets and \
+            entry[2].shape[0] == n_cols + 1:
+        return entry[2:]
+    return transpose_pattern(row_offsets, col_indices, n_cols)
+
+
+@torch.library.custom_op("spattn::transpose_pattern", mutates_args=())
+def transpose_pattern(row_offsets: Tensor, col_indices: Tensor, n_cols: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The transposed pattern ``(t_row_offsets [n_cols + 1], t_col_indices [nnz], permutation [nnz])``."""
+    n_rows = row_offsets.shape[0] - 1
+    offsets = row_offsets.detach().cpu().contiguous().numpy()
+    columns = col_indices.detach().cpu().contiguous().numpy()
+    _C.csr_validate(n_rows, n_cols, offsets, columns)
+    (_, _, t_offsets, t_columns), permutation = _C.csr_transpose(n_rows, n_cols, offsets, columns)
+    return tuple(torch.from_numpy(np.asarray(x)).to(row_offsets.device) for x in (t_offsets, t_columns, permutation))
+
+
+@transpose_pattern.register_fake
+def _(row_offsets, col_indices, n_cols):
+    nnz = col_indices.shape[0]
+    return row_offsets.new_empty(n_cols + 1), col_indices.new_empty(nnz), col_indices.new_empty(nnz)
+
+
+# ---- SDDMM -----------------------------------------------------------------------------------------------
+@torch.library.custom_op("spattn::sddmm", mutates_args=(), device_types="cpu")
+def sddmm(a: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor) -> Tensor:
+    a, b = _contiguous(a, b)
+    out = a.new_empty(a.shape[0], col_indices.shape[0])
+    _C.cpu_sddmm(a, b, row_offsets, col_indices, out)
+    return out
+
+
+@sddmm.register_fake
+def _(a, b, row_offsets, col_indices):
+    return a.new_empty(a.shape[0], col_indices.shape[0])
+
+
+@torch.library.custom_op("spattn::sddmm_backward", mutates_args=(), device_types="cpu")
+def sddmm_backward(grad: Tensor, a: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor,
+                   t_row_offsets: Tensor, t_col_indices: Tensor, permutation: Tensor) -> tuple[Tensor, Tensor]:
+    grad, a, b = _contiguous(grad, a, b)
+    grad_a, grad_b = torch.empty_like(a), torch.empty_like(b)
+    _C.cpu_sddmm_backward(grad, a, b, row_offsets, col_indices, t_row_offsets, t_col_indices, permutation,
+                          grad_a, grad_b)
+    return grad_a, grad_b
+
+
+@sddmm_backward.register_fake
+def _(grad, a, b, *pattern):
+    return torch.empty_like(a, memory_format=torch.contiguous_format), \
+        torch.empty_like(b, memory_format=torch.contiguous_format)
+
+
+def _sddmm_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _sddmm_autograd(ctx, grad):
+    a, b, row_offsets, col_indices = ctx.saved_tensors
+    grad_a, grad_b = sddmm_backward(grad, a, b, row_offsets, col_indices,
+                                    *_transposed(row_offsets, col_indices, b.shape[1]))
+    return grad_a, grad_b, None, None
+
+
+sddmm.register_autograd(_sddmm_autograd, setup_context=_sddmm_setup_context)
+
+
+# ---- sparse softmax --------------------------------------------------------------------------------------
+@torch.library.custom_op("spattn::sparse_softmax", mutates_args=(), device_types="cpu")
+def sparse_softmax(values: Tensor, row_offsets: Tensor, col_indices: Tensor) -> Tensor:
+    (values,) = _contiguous(values)
+    out = torch.empty_like(values)
+    _C.cpu_sparse_softmax(values, row_offsets, col_indices, out)
+    return out
+
+
+@sparse_softmax.register_fake
+def _(values, row_offsets, col_indices):
+    return torch.empty_like(values, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("spattn::sparse_softmax_backward", mutates_args=(), device_types="cpu")
+def sparse_softmax_backward(grad: Tensor, out: Tensor, row_offsets: Tensor, col_indices: Tensor) -> Tensor:
+    grad, out = _contiguous(grad, out)
+    grad_values = torch.empty_like(out)
+    _C.cpu_sparse_softmax_backward(grad, out, row_offsets, col_indices, grad_values)
+    return grad_values
+
+
+@sparse_softmax_backward.register_fake
+def _(grad, out, row_offsets, col_indices):
+    return torch.empty_like(out, memory_format=torch.contiguous_format)
+
+
+def _sparse_softmax_setup_context(ctx, inputs, output):
+    _, row_offsets, col_indices = inputs
+    ctx.save_for_backward(output, row_offsets, col_indices)
+
+
+def _sparse_softmax_autograd(ctx, grad):
+    out, row_offsets, col_indices = ctx.saved_tensors
+    return sparse_softmax_backward(grad, out, row_offsets, col_indices), None, None
+
+
+sparse_softmax.register_autograd(_sparse_softmax_autograd, setup_context=_sparse_softmax_setup_context)
+
+
+# ---- SpMM ------------------------------------------------------------------------------------------------
+@torch.library.custom_op("spattn::spmm", mutates_args=(), device_types="cpu")
+def spmm(values: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor) -> Tensor:
+    values, b = _contiguous(values, b)
+    out = b.new_empty(b.shape[0], row_offsets.shape[0] - 1, b.shape[2])
+    _C.cpu_spmm(values, b, row_offsets, col_indices, out)
+    return out
+
+
+@spmm.register_fake
+def _(values, b, row_offsets, col_indices):
+    return b.new_empty(b.shape[0], row_offsets.shape[0] - 1, b.shape[2])
+
+
+@torch.library.custom_op("spattn::spmm_backward", mutates_args=(), device_types="cpu")
+def spmm_backward(grad_out: Tensor, values: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor,
+                  t_row_offsets: Tensor, t_col_indices: Tensor, permutation: Tensor) -> tuple[Tensor, Tensor]:
+    grad_out, values, b = _contiguous(grad_out, values, b)
+    grad_values, grad_b = torch.empty_like(values), torch.empty_like(b)
+    _C.cpu_spmm_backward(grad_out, values, b, row_offsets, col_indices, t_row_offsets, t_col_indices, permutation,
+                         grad_values, grad_b)
+    return grad_values, grad_b
+
+
+@spmm_backward.register_fake
+def _(grad_out, values, b, *pattern):
+    return torch.empty_like(values, memory_format=torch.contiguous_format), \
+        torch.empty_like(b, memory_format=torch.contiguous_format)
+
+
+def _spmm_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _spmm_autograd(ctx, grad_out):
+    values, b, row_offsets, col_indices = ctx.saved_tensors
+    grad_values, grad_b = spmm_backward(grad_out, values, b, row_offsets, col_indices,
+                                        *_transposed(row_offsets, col_indices, b.shape[1]))
+    return grad_values, grad_b, None, None
+
+
+spmm.register_autograd(_spmm_autograd, setup_context=_spmm_setup_context)
+
+
+# ---- fused attention -------------------------------------------------------------------------------------
+@torch.library.custom_op("spattn::attention_forward", mutates_args=(), device_types="cpu")
+def attention_forward(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], row_offsets: Tensor,
+                      col_indices: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """``out [batch, Nq, Dv]`` and ``lse [batch, Nq]`` (float64 for float64 inputs, else float32)."""
+    q, k, v, bias = _contiguous(q, k, v, bias)
+    out = q.new_empty(q.shape[0], q.shape[1], v.shape[2])
+    lse = q.new_empty(q.shape[0], q.shape[1], dtype=_lse_dtype(q.dtype))
+    _C.cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, scale, out, lse)
+    return out, lse
+
+
+@attention_forward.register_fake
+def _(q, k, v, bias, row_offsets, col_indices, scale):
+    return (q.new_empty(q.shape[0], q.shape[1], v.shape[2]),
+            q.new_empty(q.shape[0], q.shape[1], dtype=_lse_dtype(q.dtype)))
+
+
+@torch.library.custom_op(
+    "spattn::attention_backward", mutates_args=(), device_types="cpu",
+    schema="(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor out, Tensor lse, "
+           "Tensor row_offsets, Tensor col_indices, Tensor t_row_offsets, Tensor t_col_indices, "
+           "Tensor permutation, float scale, bool bias_requires_grad) -> (Tensor, Tensor, Tensor, Tensor?)")
+def attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices,
+                       permutation, scale, bias_requires_grad):
+    """``(grad_q, grad_k, grad_v, grad_bias)``; ``grad_bias`` ``[bias_heads, nnz]`` only when
+    ``bias_requires_grad`` (and a bias is given), else None."""
+    grad_out, q, k, v, bias, out, lse = _contiguous(grad_out, q, k, v, bias, out, lse)
+    grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    grad_bias = torch.empty_like(bias) if bias is not None and bias_requires_grad else None
+    # Scratch owned by torch, as the core never allocates: per-entry probabilities and score gradients.
+    workspace = lse.new_empty(_C.cpu_attention_backward_workspace_size(q.shape[0], col_indices.shape[0]))
+    _C.cpu_attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets,
+                              t_col_indices, permutation, scale, grad_q, grad_k, grad_v, grad_bias, workspace)
+    return grad_q, grad_k, grad_v, grad_bias
+
+
+@attention_backward.register_fake
+def _(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices, permutation,
+      scale, bias_requires_grad):
+    like = lambda t: torch.empty_like(t, memory_format=torch.contiguous_format)  # noqa: E731
+    return like(q), like(k), like(v), (like(bias) if bias is not None and bias_requires_grad else None)
+
+
+def _attention_setup_context(ctx, inputs, output):
+    q, k, v, bias, row_offsets, col_indices, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, bias, out, lse, row_offsets, col_indices)
+    ctx.scale = scale
+    ctx.bias_requires_grad = bias is not None and ctx.needs_input_grad[3]
+    # lse is an output for the backward pass, not a differentiable result.
+    ctx.mark_non_differentiable(lse)
+
+
+def _attention_autograd(ctx, grad_out, grad_lse):
+    q, k, v, bias, out, lse, row_offsets, col_indices = ctx.saved_tensors
+    grad_q, grad_k, grad_v, grad_bias = attention_backward(
+        grad_out, q, k, v, bias, out, lse, row_offsets, col_indices,
+        *_transposed(row_offsets, col_indices, k.shape[1]), ctx.scale, ctx.bias_requires_grad)
+    return grad_q, grad_k, grad_v, grad_bias, None, None, None
+
+
+attention_forward.register_autograd(_attention_autograd, setup_context=_attention_setup_context)

@@ -1,0 +1,170 @@
+"""CUDA kernels for the torch custom ops of :mod:`spattn.ops`, and the cuSPARSE baseline.
+
+Each kernel allocates its outputs (and scratch) with torch on the inputs' device and launches on
+``torch.cuda.current_stream()``, so the ops compose with streams, ``torch.compile`` and CUDA graphs.
+Importing this module on a machine without a GPU (or with a build without CUDA) is harmless: the kernels
+are registered for the "cuda" dispatch key and only run for CUDA tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.utils.dlpack import to_dlpack
+
+from . import ops  # noqa: F401  (defines the spattn:: ops this module registers kernels for)
+from ._core import _C
+
+__all__ = ["cusparse_sddmm", "cusparse_spmm"]
+
+
+def _stream(tensor: torch.Tensor) -> int:
+    return torch.cuda.current_stream(tensor.device).cuda_stream
+
+
+def _on_device(tensor: torch.Tensor):
+    """Kernels launch on the current device: make it the tensors' device when it is not already."""
+    if tensor.device.index is None or tensor.device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(tensor.device)
+
+
+def _c(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.contiguous()
+
+
+def _dl(tensor: torch.Tensor | None):
+    """A DLPack capsule for the binding. to_dlpack is a plain C++ call: Tensor.__dlpack__ adds Python-side
+    checks costing several microseconds per tensor (a dozen tensors per backward call), refuses tensors
+    that require grad, and in some torch versions synchronises streams (illegal under graph capture)."""
+    return None if tensor is None else to_dlpack(tensor.contiguous())
+
+
+def _bias_2d(bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The kernels read bias as [bias_heads, nnz]; a [nnz] bias is one shared head."""
+    if bias is None:
+        return None
+    return _c(bias.unsqueeze(0) if bias.dim() == 1 else bias)
+
+
+def _register(name: str):
+    return torch.library.register_kernel(f"spattn::{name}", "cuda")
+
+
+# ---- unfused ---------------------------------------------------------------------------------------------
+@_register("sddmm")
+def _sddmm(a, b, row_offsets, col_indices):
+    out = torch.empty((a.shape[0], col_indices.shape[0]), dtype=a.dtype, device=a.device)
+    with _on_device(a):
+        _C.cuda_sddmm(_dl(a), _dl(b), _dl(row_offsets), _dl(col_indices), _dl(out), _stream(a))
+    return out
+
+
+@_register("sddmm_backward")
+def _sddmm_backward(grad, a, b, row_offsets, col_indices, t_row_offsets, t_col_indices, permutation):
+    grad_a = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+    grad_b = torch.empty(b.shape, dtype=b.dtype, device=b.device)
+    with _on_device(a):
+        _C.cuda_sddmm_backward(_dl(grad), _dl(a), _dl(b), _dl(row_offsets), _dl(col_indices), _dl(t_row_offsets),
+                               _dl(t_col_indices), _dl(permutation), _dl(grad_a), _dl(grad_b), _stream(a))
+    return grad_a, grad_b
+
+
+@_register("sparse_softmax")
+def _sparse_softmax(values, row_offsets, col_indices):
+    out = torch.empty(values.shape, dtype=values.dtype, device=values.device)
+    with _on_device(values):
+        _C.cuda_sparse_softmax(_dl(values), _dl(row_offsets), _dl(col_indices), _dl(out), _stream(values))
+    return out
+
+
+@_register("sparse_softmax_backward")
+def _sparse_softmax_backward(grad, out, row_offsets, col_indices):
+    grad_values = torch.empty(out.shape, dtype=out.dtype, device=out.device)
+    with _on_device(out):
+        _C.cuda_sparse_softmax_backward(_dl(grad), _dl(out), _dl(row_offsets), _dl(col_indices), _dl(grad_values),
+                                        _stream(out))
+    return grad_values
+
+
+@_register("spmm")
+def _spmm(values, b, row_offsets, col_indices):
+    out = torch.empty((b.shape[0], row_offsets.shape[0] - 1, b.shape[2]), dtype=b.dtype, device=b.device)
+    with _on_device(b):
+        _C.cuda_spmm(_dl(values), _dl(b), _dl(row_offsets), _dl(col_indices), _dl(out), _stream(b))
+    return out
+
+
+@_register("spmm_backward")
+def _spmm_backward(grad_out, values, b, row_offsets, col_indices, t_row_offsets, t_col_indices, permutation):
+    grad_values = torch.empty(values.shape, dtype=values.dtype, device=values.device)
+    grad_b = torch.empty(b.shape, dtype=b.dtype, device=b.device)
+    with _on_device(b):
+        _C.cuda_spmm_backward(_dl(grad_out), _dl(values), _dl(b), _dl(row_offsets), _dl(col_indices),
+                              _dl(t_row_offsets), _dl(t_col_indices), _dl(permutation), _dl(grad_values), _dl(grad_b),
+                              _stream(b))
+    return grad_values, grad_b
+
+
+# ---- fused attention -------------------------------------------------------------------------------------
+@_register("attention_forward")
+def _attention_forward(q, k, v, bias, row_offsets, col_indices, scale):
+    out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
+    lse = torch.empty((q.shape[0], q.shape[1]), dtype=torch.float32, device=q.device)
+    with _on_device(q):
+        _C.cuda_attention_forward(_dl(q), _dl(k), _dl(v), _dl(_bias_2d(bias)), _dl(row_offsets), _dl(col_indices),
+                                  float(scale), _dl(out), _dl(lse), _stream(q))
+    return out, lse
+
+
+@_register("attention_backward")
+def _attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices,
+                        permutation, scale, bias_requires_grad):
+    bias_2d = _bias_2d(bias)
+    grad_q = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    grad_k = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    grad_v = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    grad_bias_2d = None
+    if bias_2d is not None and bias_requires_grad:
+        grad_bias_2d = torch.empty(bias_2d.shape, dtype=bias_2d.dtype, device=bias_2d.device)
+    bias_heads = 0 if grad_bias_2d is None else bias_2d.shape[0]
+    # Scratch owned by torch (the core never allocates): row terms and the partial sums of dBias.
+    workspace_size = _C.cuda_attention_backward_workspace_size(q.shape[0], q.shape[1], col_indices.shape[0],
+                                                               bias_heads)
+    workspace = torch.empty(workspace_size, dtype=torch.float32, device=q.device)
+    with _on_device(q):
+        _C.cuda_attention_backward(_dl(grad_out), _dl(q), _dl(k), _dl(v), _dl(bias_2d), _dl(out), _dl(lse),
+                                   _dl(row_offsets), _dl(col_indices), _dl(t_row_offsets), _dl(t_col_indices),
+                                   _dl(permutation), float(scale), _dl(grad_q), _dl(grad_k), _dl(grad_v),
+                                   _dl(grad_bias_2d), _dl(workspace), _stream(q))
+    grad_bias = None if grad_bias_2d is None else grad_bias_2d.view(bias.shape)
+    return grad_q, grad_k, grad_v, grad_bias
+
+
+# ---- cuSPARSE baseline -----------------------------------------------------------------------------------
+def cusparse_sddmm(a: torch.Tensor, b: torch.Tensor, row_offsets: torch.Tensor,
+                   col_indices: torch.Tensor) -> torch.Tensor:
+    """SDDMM through cusparseSDDMM (float32, forward only, the library baseline): ``a [batch, rows, dim]``,
+    ``b [batch, cols, dim]`` -> ``[batch, nnz]``, equal to ``torch.ops.spattn.sddmm``."""
+    a, b, row_offsets, col_indices = _c(a), _c(b), _c(row_offsets), _c(col_indices)
+    out = torch.empty((a.shape[0], col_indices.shape[0]), dtype=a.dtype, device=a.device)
+    with _on_device(a):
+        size = _C.cusparse_sddmm_workspace_size(_dl(a), _dl(b), _dl(row_offsets), _dl(col_indices), _dl(out))
+        workspace = torch.empty(max(size, 1), dtype=torch.uint8, device=a.device)
+        _C.cusparse_sddmm(_dl(a), _dl(b), _dl(row_offsets), _dl(col_indices), _dl(out), _dl(workspace), _stream(a))
+    return out
+
+
+def cusparse_spmm(values: torch.Tensor, b: torch.Tensor, row_offsets: torch.Tensor,
+                  col_indices: torch.Tensor) -> torch.Tensor:
+    """SpMM through cusparseSpMM (float32, forward only, the library baseline): ``values [batch, nnz]``,
+    ``b [batch, cols, dim]`` -> ``[batch, rows, dim]``, equal to ``torch.ops.spattn.spmm``."""
+    values, b, row_offsets, col_indices = _c(values), _c(b), _c(row_offsets), _c(col_indices)
+    out = torch.empty((b.shape[0], row_offsets.shape[0] - 1, b.shape[2]), dtype=b.dtype, device=b.device)
+    with _on_device(b):
+        size = _C.cusparse_spmm_workspace_size(_dl(values), _dl(b), _dl(row_offsets), _dl(col_indices), _dl(out))
+        workspace = torch.empty(max(size, 1), dtype=torch.uint8, device=b.device)
+        _C.cusparse_spmm(_dl(values), _dl(b), _dl(row_offsets), _dl(col_indices), _dl(out), _dl(workspace),
+                         _stream(b))
+    return out

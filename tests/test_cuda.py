@@ -1,0 +1,471 @@
+"""The CUDA kernels against the dense float64 references in reference.py (computed on the CPU from the same
+rounded inputs): every op, float32 / float16 / bfloat16, forward and backward, empty rows, Nq != Nk, head
+dims with and without a fast path, bias; plus opcheck, torch.compile, CUDA graphs and the cuSPARSE baseline.
+Skipped without a GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device", allow_module_level=True)
+
+import reference  # noqa: E402
+import spattn  # noqa: E402
+from spattn import _C, ops  # noqa: E402,F401
+from spattn import ops_cuda  # noqa: E402
+
+if not _C.build_info()["cuda"]:
+    pytest.skip("spattn was built without CUDA", allow_module_level=True)
+
+CUDA = torch.device("cuda")
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+TOLERANCE = {
+    torch.float32: dict(rtol=2e-4, atol=2e-4),
+    torch.float16: dict(rtol=1e-2, atol=1e-2),
+    torch.bfloat16: dict(rtol=4e-2, atol=4e-2),
+}
+spattn_ops = torch.ops.spattn
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+def random_pattern(n_rows, n_cols, density=0.4, seed=0, empty_rows=(1,)):
+    """A random pattern with some rows empty (they must give zeros, lse -inf, never NaN)."""
+    mask = spattn.patterns.random(n_rows, n_cols, density, seed=seed).to_dense()
+    mask[0, 0] = True
+    for row in empty_rows:
+        if row < n_rows:
+            mask[row] = False
+    return spattn.Pattern.from_dense(mask)
+
+
+def make_pattern(kind, n_rows, n_cols):
+    if kind == "swin":
+        side = int(round(n_rows ** 0.5))
+        return spattn.patterns.swin(side, side, 4, shift_size=2)
+    return random_pattern(n_rows, n_cols)
+
+
+def pattern_tensors(pattern):
+    p = pattern.to(CUDA)
+    transposed, permutation = p.transposed()
+    return (p.row_offsets, p.col_indices), (transposed.row_offsets, transposed.col_indices, permutation)
+
+
+def randn(*shape, dtype, seed, scale=1.0):
+    """Random values rounded to dtype, returned as (float64 CPU copy, dtype CUDA tensor)."""
+    generator = torch.Generator().manual_seed(seed)
+    rounded = (scale * torch.randn(*shape, dtype=torch.float64, generator=generator)).to(dtype)
+    return rounded.double(), rounded.to(CUDA)
+
+
+def close(actual, expected, dtype, name):
+    torch.testing.assert_close(actual.double().cpu(), expected.double().cpu(), **TOLERANCE[dtype],
+                               msg=lambda m: f"{name}: {m}")
+
+
+def reference_lse(q, k, pattern, bias, scale):
+    mask = pattern.cpu().to_dense()
+    scores = scale * q @ k.transpose(-1, -2)
+    if bias is not None:
+        scores = scores + reference.values_to_dense(bias, pattern)
+    return torch.logsumexp(scores.masked_fill(~mask, float("-inf")), dim=-1)
+
+
+def grads(output, inputs, grad):
+    return torch.autograd.grad(output, inputs, grad, allow_unused=True)
+
+
+# ---- fused attention -------------------------------------------------------------------------------------
+ATTENTION_CASES = [  # (pattern kind, Nq, Nk, D, Dv): fast paths 32/64/128, then the generic ones
+    ("swin", 64, 64, 32, 32),
+    ("swin", 64, 64, 64, 64),
+    ("random", 37, 53, 128, 128),
+    ("random", 37, 53, 32, 32),
+    ("random", 20, 20, 1, 1),
+    ("random", 23, 31, 17, 17),
+    ("random", 23, 31, 40, 24),
+    ("random", 70, 90, 64, 64),  # long rows: many steps of the online softmax
+    ("random", 12, 9, 200, 200),
+    ("random", 12, 9, 300, 96),
+]
+BIAS_MODES = [None, "shared", "per_head"]
+
+
+def run_attention_case(kind, n_q, n_k, d, dv, dtype, bias_mode, batch=2, heads=3, seed=0):
+    pattern = make_pattern(kind, n_q, n_k)
+    n_k = pattern.shape[1]
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    q64, q = randn(batch, heads, n_q, d, dtype=dtype, seed=seed)
+    k64, k = randn(batch, heads, n_k, d, dtype=dtype, seed=seed + 1)
+    v64, v = randn(batch, heads, n_k, dv, dtype=dtype, seed=seed + 2)
+    bias64 = bias = None
+    if bias_mode is not None:
+        bias64, bias = randn(1 if bias_mode == "shared" else heads, pattern.nnz, dtype=dtype, seed=seed + 3)
+    scale = d ** -0.5
+    flat = lambda t: t.reshape(batch * heads, *t.shape[2:])  # noqa: E731
+
+    out, lse = spattn_ops.attention_forward(flat(q), flat(k), flat(v), bias, row_offsets, col_indices, scale)
+    torch.cuda.synchronize()
+    leaves = [x.requires_grad_() for x in (q64, k64, v64)] + ([bias64.requires_grad_()] if bias64 is not None else [])
+    expected = reference.attention(q64, k64, v64, pattern, bias64, scale)
+    close(out.view(batch, heads, n_q, dv), expected, dtype, "out")
+    expected_lse = reference_lse(q64.detach(), k64.detach(), pattern, None if bias64 is None else bias64.detach(),
+                                 scale)
+    assert torch.equal(torch.isinf(lse.cpu()), torch.isinf(expected_lse.view(batch * heads, n_q)))
+    finite = torch.isfinite(expected_lse)
+    torch.testing.assert_close(lse.view(batch, heads, n_q).cpu().double()[finite], expected_lse[finite],
+                               rtol=1e-3 if dtype != torch.float32 else 1e-5, atol=1e-3 if dtype != torch.float32 else 1e-5)
+
+    grad64, grad = randn(batch, heads, n_q, dv, dtype=dtype, seed=seed + 4)
+    grad_q, grad_k, grad_v, grad_bias = spattn_ops.attention_backward(
+        flat(grad), flat(q), flat(k), flat(v), bias, out, lse, row_offsets, col_indices, *transposed, scale,
+        bias is not None)
+    expected_grads = grads(expected, leaves, grad64)
+    for name, got, want in zip(("grad_q", "grad_k", "grad_v", "grad_bias"), (grad_q, grad_k, grad_v, grad_bias),
+                               expected_grads):
+        close(got.view(want.shape), want, dtype, name)
+    for tensor in (out, grad_q, grad_k, grad_v) + ((grad_bias,) if grad_bias is not None else ()):
+        assert torch.isfinite(tensor).all()
+    return pattern, out, lse, (grad_q, grad_k, grad_v, grad_bias)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("bias_mode", BIAS_MODES, ids=str)
+def test_attention_matches_reference(case, dtype, bias_mode):
+    run_attention_case(*case, dtype=dtype, bias_mode=bias_mode)
+
+
+def test_attention_empty_rows_give_zeros():
+    pattern, out, lse, (grad_q, _, _, grad_bias) = run_attention_case("random", 37, 53, 32, 32, torch.float32,
+                                                                       "per_head")
+    empty = (pattern.row_lengths() == 0).to(CUDA)
+    assert empty.any()
+    assert (out[:, empty] == 0).all() and (grad_q[:, empty] == 0).all()
+    assert torch.isneginf(lse[:, empty]).all()
+
+
+def test_attention_pattern_without_entries():
+    pattern = spattn.Pattern.from_dense(torch.zeros(5, 7, dtype=torch.bool))
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    _, q = randn(2, 5, 32, dtype=torch.float32, seed=1)
+    _, k = randn(2, 7, 32, dtype=torch.float32, seed=2)
+    _, v = randn(2, 7, 32, dtype=torch.float32, seed=3)
+    bias = torch.zeros(2, 0, device=CUDA)
+    out, lse = spattn_ops.attention_forward(q, k, v, bias, row_offsets, col_indices, 0.2)
+    assert (out == 0).all() and torch.isneginf(lse).all()
+    grad_q, grad_k, grad_v, grad_bias = spattn_ops.attention_backward(
+        torch.ones_like(out), q, k, v, bias, out, lse, row_offsets, col_indices, *transposed, 0.2, True)
+    assert (grad_q == 0).all() and (grad_k == 0).all() and (grad_v == 0).all() and grad_bias.shape == (2, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_attention_fully_masked_row_by_bias(dtype):
+    """A bias of -inf on every entry of a row: zeros and lse -inf, not NaN, also in the gradients."""
+    pattern = spattn.patterns.swin(8, 8, 4)
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    _, q = randn(2, 64, 32, dtype=dtype, seed=1)
+    _, k = randn(2, 64, 32, dtype=dtype, seed=2)
+    _, v = randn(2, 64, 32, dtype=dtype, seed=3)
+    bias = torch.zeros(1, pattern.nnz, dtype=dtype, device=CUDA)
+    bias[0, :int(pattern.row_offsets[1])] = float("-inf")  # all of row 0
+    out, lse = spattn_ops.attention_forward(q, k, v, bias, row_offsets, col_indices, 0.2)
+    assert (out[:, 0] == 0).all() and torch.isneginf(lse[:, 0]).all() and torch.isfinite(out).all()
+    grads_ = spattn_ops.attention_backward(torch.ones_like(out), q, k, v, bias, out, lse, row_offsets, col_indices,
+                                           *transposed, 0.2, True)
+    for g in grads_:
+        assert torch.isfinite(g).all()
+
+
+def test_attention_misaligned_inputs_take_the_generic_path():
+    """A tensor starting 1 element into its storage cannot use the 16-byte vector loads: same results."""
+    pattern = spattn.patterns.swin(8, 8, 4, shift_size=2)
+    (row_offsets, col_indices), _ = pattern_tensors(pattern)
+    _, q = randn(2, 64, 32, dtype=torch.float16, seed=1)
+    _, k = randn(2, 64, 32, dtype=torch.float16, seed=2)
+    _, v = randn(2, 64, 32, dtype=torch.float16, seed=3)
+    shifted = torch.empty(q.numel() + 1, dtype=q.dtype, device=CUDA)[1:].view(q.shape)
+    shifted.copy_(q)
+    assert shifted.data_ptr() % 16 != 0
+    out, lse = spattn_ops.attention_forward(q, k, v, None, row_offsets, col_indices, 0.3)
+    out_shifted, lse_shifted = spattn_ops.attention_forward(shifted, k, v, None, row_offsets, col_indices, 0.3)
+    torch.testing.assert_close(out_shifted, out, rtol=2e-3, atol=2e-3)  # summation order differs
+    torch.testing.assert_close(lse_shifted, lse, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_backward_is_deterministic():
+    pattern = random_pattern(50, 40, density=0.5)
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    _, q = randn(26, 50, 64, dtype=torch.float32, seed=1)  # 9 problems per bias head: several chunks
+    _, k = randn(26, 40, 64, dtype=torch.float32, seed=2)
+    _, v = randn(26, 40, 64, dtype=torch.float32, seed=3)
+    _, bias = randn(3, pattern.nnz, dtype=torch.float32, seed=4)
+    out, lse = spattn_ops.attention_forward(q, k, v, bias, row_offsets, col_indices, 0.125)
+    grad = torch.randn_like(out)
+    first = spattn_ops.attention_backward(grad, q, k, v, bias, out, lse, row_offsets, col_indices, *transposed,
+                                          0.125, True)
+    second = spattn_ops.attention_backward(grad, q, k, v, bias, out, lse, row_offsets, col_indices, *transposed,
+                                           0.125, True)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_bias_gradient_summed_over_many_problems(dtype):
+    """11 problems on 2 bias heads (problem p reads head p % 2): the bias gradient is summed in chunks of
+    problems, the last one partial; compared with a per-problem float64 reference."""
+    problems, heads = 11, 2
+    pattern = random_pattern(23, 19)
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    q64, q = randn(problems, 23, 32, dtype=dtype, seed=1)
+    k64, k = randn(problems, 19, 32, dtype=dtype, seed=2)
+    v64, v = randn(problems, 19, 32, dtype=dtype, seed=3)
+    bias64, bias = randn(heads, pattern.nnz, dtype=dtype, seed=4)
+    grad64, grad = randn(problems, 23, 32, dtype=dtype, seed=5)
+    out, lse = spattn_ops.attention_forward(q, k, v, bias, row_offsets, col_indices, 0.2)
+    grad_q, grad_k, grad_v, grad_bias = spattn_ops.attention_backward(grad, q, k, v, bias, out, lse, row_offsets,
+                                                                      col_indices, *transposed, 0.2, True)
+    leaves = [t.requires_grad_() for t in (q64, k64, v64, bias64)]
+    expected = torch.stack([reference.attention(q64[p], k64[p], v64[p], pattern, bias64[p % heads], 0.2)
+                            for p in range(problems)])
+    close(out, expected, dtype, "out")
+    for name, got, want in zip(("grad_q", "grad_k", "grad_v", "grad_bias"), (grad_q, grad_k, grad_v, grad_bias),
+                               grads(expected, leaves, grad64)):
+        close(got, want, dtype, name)
+
+
+def test_bias_heads_more_than_batch():
+    """bias [H, nnz] with fewer problems than heads: unread heads get a zero gradient."""
+    pattern = random_pattern(10, 12)
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    _, q = randn(2, 10, 32, dtype=torch.float32, seed=1)
+    _, k = randn(2, 12, 32, dtype=torch.float32, seed=2)
+    _, v = randn(2, 12, 32, dtype=torch.float32, seed=3)
+    _, bias = randn(4, pattern.nnz, dtype=torch.float32, seed=4)
+    out, lse = spattn_ops.attention_forward(q, k, v, bias, row_offsets, col_indices, 0.2)
+    *_, grad_bias = spattn_ops.attention_backward(torch.ones_like(out), q, k, v, bias, out, lse, row_offsets,
+                                                  col_indices, *transposed, 0.2, True)
+    assert (grad_bias[2:] == 0).all() and (grad_bias[:2] != 0).any()
+
+
+def test_functional_api_on_cuda():
+    pattern = spattn.patterns.swin(8, 8, 4, shift_size=2)
+    q64, q = randn(2, 4, 64, 32, dtype=torch.float32, seed=1)
+    k64, k = randn(2, 4, 64, 32, dtype=torch.float32, seed=2)
+    v64, v = randn(2, 4, 64, 32, dtype=torch.float32, seed=3)
+    q.requires_grad_()
+    out = spattn.scaled_dot_product_attention(q, k, v, pattern)
+    q64.requires_grad_()
+    expected = reference.attention(q64, k64, v64, pattern)
+    close(out, expected, torch.float32, "out")
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    (expected_grad,) = grads(expected, [q64], grad.double().cpu())
+    close(q.grad, expected_grad, torch.float32, "q.grad")
+
+
+# ---- unfused ops -----------------------------------------------------------------------------------------
+UNFUSED_CASES = [(37, 53, 1), (37, 53, 32), (30, 20, 45), (64, 64, 64)]  # (Nq, Nk, dim)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", UNFUSED_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_sddmm(case, dtype):
+    n_q, n_k, dim = case
+    pattern = random_pattern(n_q, n_k)
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    a64, a = randn(3, n_q, dim, dtype=dtype, seed=1)
+    b64, b = randn(3, n_k, dim, dtype=dtype, seed=2)
+    out = spattn_ops.sddmm(a, b, row_offsets, col_indices)
+    a64.requires_grad_(), b64.requires_grad_()
+    expected = reference.sddmm(a64, b64, pattern)
+    close(out, expected, dtype, "sddmm")
+    grad64, grad = randn(3, pattern.nnz, dtype=dtype, seed=3)
+    grad_a, grad_b = spattn_ops.sddmm_backward(grad, a, b, row_offsets, col_indices, *transposed)
+    want_a, want_b = grads(expected, [a64, b64], grad64)
+    close(grad_a, want_a, dtype, "grad_a")
+    close(grad_b, want_b, dtype, "grad_b")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_sparse_softmax(dtype):
+    pattern = random_pattern(37, 53)
+    (row_offsets, col_indices), _ = pattern_tensors(pattern)
+    values64, values = randn(3, pattern.nnz, dtype=dtype, seed=1, scale=3.0)
+    out = spattn_ops.sparse_softmax(values, row_offsets, col_indices)
+    values64.requires_grad_()
+    expected = reference.sparse_softmax(values64, pattern)
+    close(out, expected, dtype, "softmax")
+    grad64, grad = randn(3, pattern.nnz, dtype=dtype, seed=2)
+    grad_values = spattn_ops.sparse_softmax_backward(grad, out, row_offsets, col_indices)
+    (want,) = grads(expected, [values64], grad64)
+    close(grad_values, want, dtype, "grad_values")
+
+
+def test_sparse_softmax_all_masked_row_is_zero():
+    pattern = spattn.patterns.swin(8, 8, 4)
+    (row_offsets, col_indices), _ = pattern_tensors(pattern)
+    values = torch.zeros(1, pattern.nnz, device=CUDA)
+    values[0, :int(pattern.row_offsets[1])] = float("-inf")
+    out = spattn_ops.sparse_softmax(values, row_offsets, col_indices)
+    assert torch.isfinite(out).all() and (out[0, :int(pattern.row_offsets[1])] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", UNFUSED_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_spmm(case, dtype):
+    n_q, n_k, dim = case
+    pattern = random_pattern(n_q, n_k)
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    values64, values = randn(3, pattern.nnz, dtype=dtype, seed=1)
+    b64, b = randn(3, n_k, dim, dtype=dtype, seed=2)
+    out = spattn_ops.spmm(values, b, row_offsets, col_indices)
+    values64.requires_grad_(), b64.requires_grad_()
+    expected = reference.spmm(values64, b64, pattern)
+    close(out, expected, dtype, "spmm")
+    grad64, grad = randn(3, n_q, dim, dtype=dtype, seed=3)
+    grad_values, grad_b = spattn_ops.spmm_backward(grad, values, b, row_offsets, col_indices, *transposed)
+    want_values, want_b = grads(expected, [values64, b64], grad64)
+    close(grad_values, want_values, dtype, "grad_values")
+    close(grad_b, want_b, dtype, "grad_b")
+
+
+# ---- argument checks in the bindings ---------------------------------------------------------------------
+def test_bindings_reject_bad_sizes_naming_the_argument():
+    pattern = random_pattern(10, 12)
+    (row_offsets, col_indices), _ = pattern_tensors(pattern)
+    a = torch.randn(2, 10, 8, device=CUDA)
+    b = torch.randn(2, 12, 8, device=CUDA)
+    stream = torch.cuda.current_stream().cuda_stream
+    with pytest.raises(ValueError, match="b"):
+        _C.cuda_sddmm(a, b[:, :, :4].contiguous(), row_offsets, col_indices,
+                      torch.empty(2, pattern.nnz, device=CUDA), stream)
+    with pytest.raises(ValueError, match="out"):
+        _C.cuda_sddmm(a, b, row_offsets, col_indices, torch.empty(2, pattern.nnz + 1, device=CUDA), stream)
+    with pytest.raises(ValueError, match="CUDA device"):
+        _C.cuda_sddmm(a.cpu(), b, row_offsets, col_indices, torch.empty(2, pattern.nnz, device=CUDA), stream)
+    with pytest.raises(ValueError, match="row_offsets"):
+        _C.cuda_sddmm(a[:, :9].contiguous(), b, row_offsets, col_indices, torch.empty(2, pattern.nnz, device=CUDA),
+                      stream)
+    with pytest.raises(ValueError, match="float32, float16 or bfloat16"):
+        _C.cuda_sddmm(a.double(), b.double(), row_offsets, col_indices,
+                      torch.empty(2, pattern.nnz, device=CUDA, dtype=torch.float64), stream)
+    with pytest.raises(ValueError, match="contiguous"):
+        _C.cuda_sddmm(a.transpose(1, 2).contiguous().transpose(1, 2), b, row_offsets, col_indices,
+                      torch.empty(2, pattern.nnz, device=CUDA), stream)
+
+
+# ---- torch integration -----------------------------------------------------------------------------------
+def small_attention_inputs(dtype=torch.float32, requires_grad=False):
+    pattern = spattn.patterns.swin(8, 8, 4, shift_size=2)
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    _, q = randn(4, 64, 32, dtype=dtype, seed=1)
+    _, k = randn(4, 64, 32, dtype=dtype, seed=2)
+    _, v = randn(4, 64, 32, dtype=dtype, seed=3)
+    _, bias = randn(2, pattern.nnz, dtype=dtype, seed=4)
+    for t in (q, k, v, bias):
+        t.requires_grad_(requires_grad)
+    return pattern, q, k, v, bias, row_offsets, col_indices, transposed
+
+
+def test_opcheck():
+    pattern, q, k, v, bias, row_offsets, col_indices, transposed = small_attention_inputs(requires_grad=True)
+    a, b = q.detach().requires_grad_(), k.detach().requires_grad_()
+    values = torch.randn(4, pattern.nnz, device=CUDA, requires_grad=True)
+    grad_values = torch.randn(4, pattern.nnz, device=CUDA)
+    grad_dense = torch.randn(4, 64, 32, device=CUDA)
+    out, lse = spattn_ops.attention_forward(q, k, v, bias, row_offsets, col_indices, 0.25)
+    cases = [
+        (spattn_ops.sddmm.default, (a, b, row_offsets, col_indices)),
+        (spattn_ops.sddmm_backward.default, (grad_values, a.detach(), b.detach(), row_offsets, col_indices,
+                                             *transposed)),
+        (spattn_ops.sparse_softmax.default, (values, row_offsets, col_indices)),
+        (spattn_ops.sparse_softmax_backward.default, (grad_values, values.detach().softmax(-1), row_offsets,
+                                                      col_indices)),
+        (spattn_ops.spmm.default, (values, b, row_offsets, col_indices)),
+        (spattn_ops.spmm_backward.default, (grad_dense, values.detach(), b.detach(), row_offsets, col_indices,
+                                            *transposed)),
+        (spattn_ops.attention_forward.default, (q, k, v, bias, row_offsets, col_indices, 0.25)),
+        (spattn_ops.attention_forward.default, (q, k, v, None, row_offsets, col_indices, 0.25)),
+        (spattn_ops.attention_backward.default, (grad_dense, q.detach(), k.detach(), v.detach(), bias.detach(),
+                                                 out.detach(), lse, row_offsets, col_indices, *transposed, 0.25,
+                                                 True)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+def test_torch_compile_fullgraph():
+    pattern, q, k, v, bias, row_offsets, col_indices, _ = small_attention_inputs(requires_grad=True)
+
+    def loss(q, k, v, bias):
+        out, _ = spattn_ops.attention_forward(q, k, v, bias, row_offsets, col_indices, 0.25)
+        return (out * out).sum()
+
+    eager = torch.autograd.grad(loss(q, k, v, bias), (q, k, v, bias))
+    compiled = torch.compile(loss, fullgraph=True)
+    got = torch.autograd.grad(compiled(q, k, v, bias), (q, k, v, bias))
+    for a, b in zip(got, eager):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_graph_capture_matches_eager():
+    pattern, q, k, v, bias, row_offsets, col_indices, transposed = small_attention_inputs(torch.bfloat16)
+    grad = torch.randn(4, 64, 32, device=CUDA, dtype=torch.bfloat16)
+
+    def step():
+        out, lse = spattn_ops.attention_forward(q, k, v, bias, row_offsets, col_indices, 0.25)
+        grads_ = spattn_ops.attention_backward(grad, q, k, v, bias, out, lse, row_offsets, col_indices,
+                                               *transposed, 0.25, True)
+        values = spattn_ops.sddmm(q, k, row_offsets, col_indices)
+        probabilities = spattn_ops.sparse_softmax(values, row_offsets, col_indices)
+        unfused = spattn_ops.spmm(probabilities, v, row_offsets, col_indices)
+        return (out, lse, *grads_, unfused)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    # New inputs in the same buffers, then replay against eager.
+    for t in (q, k, v, bias, grad):
+        t.copy_(torch.randn_like(t))
+    graph.replay()
+    torch.cuda.synchronize()
+    for got, want in zip(captured, step()):
+        assert torch.equal(got, want)
+
+
+# ---- cuSPARSE baseline -----------------------------------------------------------------------------------
+needs_cusparse = pytest.mark.skipif(not _C.build_info()["cusparse"], reason="built without cuSPARSE")
+
+
+@needs_cusparse
+@pytest.mark.parametrize("kind", ["swin", "random"])
+def test_cusparse_matches_custom_kernels(kind):
+    pattern = make_pattern(kind, 64, 48)
+    n_q, n_k = pattern.shape
+    (row_offsets, col_indices), _ = pattern_tensors(pattern)
+    _, a = randn(3, n_q, 32, dtype=torch.float32, seed=1)
+    _, b = randn(3, n_k, 32, dtype=torch.float32, seed=2)
+    torch.testing.assert_close(ops_cuda.cusparse_sddmm(a, b, row_offsets, col_indices),
+                               spattn_ops.sddmm(a, b, row_offsets, col_indices), rtol=1e-5, atol=1e-5)
+    _, values = randn(3, pattern.nnz, dtype=torch.float32, seed=3)
+    torch.testing.assert_close(ops_cuda.cusparse_spmm(values, b, row_offsets, col_indices),
+                               spattn_ops.spmm(values, b, row_offsets, col_indices), rtol=1e-5, atol=1e-5)
+
+
+@needs_cusparse
+def test_cusparse_empty_pattern_gives_zeros():
+    pattern = spattn.Pattern.from_dense(torch.zeros(5, 6, dtype=torch.bool))
+    (row_offsets, col_indices), _ = pattern_tensors(pattern)
+    b = torch.randn(2, 6, 8, device=CUDA)
+    out = ops_cuda.cusparse_spmm(torch.empty(2, 0, device=CUDA), b, row_offsets, col_indices)
+    assert out.shape == (2, 5, 8) and (out == 0).all()
+    assert ops_cuda.cusparse_sddmm(torch.randn(2, 5, 8, device=CUDA), b, row_offsets, col_indices).shape == (2, 0)
