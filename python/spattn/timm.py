@@ -135,7 +135,8 @@ def _windowed_attention_v1(attn, x: torch.Tensor, layout: SwinLayout) -> torch.T
     qkv = attn.qkv(x.reshape(batch, height * width, channels))
     q, k, v = _split_heads(qkv, attn.num_heads)
     k, v = _append_padding_keys(k, v, attn.qkv(x.new_zeros(1, channels)), layout, attn.num_heads)
-    bias = attn.relative_position_bias_table[layout.bias_index].t()  # [H, nnz]
+    # Under autocast the projections are bf16/fp16 while the table stays float32: attend in q's dtype.
+    bias = attn.relative_position_bias_table[layout.bias_index].t().to(q.dtype)  # [H, nnz]
     out = scaled_dot_product_attention(q, k, v, layout.pattern, bias=bias, scale=q.shape[-1] ** -0.5,
                                        dropout_p=attn.attn_drop.p if attn.training else 0.0)
     out = attn.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
@@ -158,11 +159,12 @@ def _windowed_attention_v2(attn, x: torch.Tensor, layout: SwinLayout) -> torch.T
     k, v = _append_padding_keys(k, v, _qkv_v2(attn, x.new_zeros(1, channels)), layout, attn.num_heads)
     # Cosine attention: unit queries and keys, a learnable temperature per head (folded into q).
     logit_scale = torch.clamp(attn.logit_scale, max=math.log(1.0 / 0.01)).exp()  # [H, 1, 1]
-    q = F.normalize(q, dim=-1) * logit_scale
-    k = F.normalize(k, dim=-1)
+    dtype = v.dtype  # autocast may promote the normalised, rescaled q and k: attend in v's dtype
+    q = (F.normalize(q, dim=-1) * logit_scale).to(dtype)
+    k = F.normalize(k, dim=-1).to(dtype)
     # Continuous position bias: computed once per forward from the MLP, then gathered onto the pattern.
     table = 16 * torch.sigmoid(attn.cpb_mlp(attn.relative_coords_table).view(-1, attn.num_heads))
-    bias = table[layout.bias_index].t()
+    bias = table[layout.bias_index].t().to(dtype)
     out = scaled_dot_product_attention(q, k, v, layout.pattern, bias=bias, scale=1.0,
                                        dropout_p=attn.attn_drop.p if attn.training else 0.0)
     out = attn.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
