@@ -1,11 +1,14 @@
-"""Runs one timm model (optionally converted to spattn) in this fresh process and prints its peak resident
-memory in MiB. Used by spattn._benchmark.process_peak_memory; argument: a JSON spec with keys
-model, batch_size, image_size, converted, backward, threads."""
+"""Runs one timm model (optionally converted to spattn) in this fresh process and prints the peak resident
+memory its forward(+backward) needs beyond what the process held before (MiB). Used by
+spattn._benchmark.process_peak_memory; argument: a JSON spec with keys model, batch_size, image_size,
+converted, backward, threads.
+
+The process's peak (VmHWM) is reset just before the measured run (Linux: writing 5 to /proc/self/clear_refs),
+so imports and model construction do not mask the run's own peak."""
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 
 import torch
@@ -23,15 +26,31 @@ def main(spec: dict) -> float:
         spattn.timm.convert(model)
     size = spec["image_size"]
     images = torch.randn(spec["batch_size"], 3, size[0], size[1])
-    for _ in range(2):
+
+    def run():
         if spec["backward"]:
             model.train()
             model(images).sum().backward()
+            model.zero_grad(set_to_none=True)
         else:
             model.eval()
             with torch.no_grad():
                 model(images)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    # No warm-up run: memory it freed would stay resident and hide the measured run's peak.
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    run()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def format_table(result: SwinComparison) -> str:
     row("forward", result.forward, "ms", 1e3)
     row("forward+backward", result.forward_backward, "ms", 1e3)
     if result.peak_memory:
-        label = "peak memory, forward+backward" + (" (process RSS)" if result.device == "cpu" else "")
+        label = "peak memory, forward+backward" + (" (process RSS above the model)" if result.device == "cpu" else "")
         row(label, result.peak_memory, "MiB", 1.0)
     return "\n".join(lines)
 
