@@ -9,44 +9,18 @@
 #include <array>
 
 #include "pattern_builder.hpp"
+#include "swin_axis.hpp"
 #include "spattn/error.hpp"
 #include "spattn/neighborhood.hpp"
 
 namespace spattn::patterns {
-namespace {
-
-// The group of one axis that a coordinate belongs to, as the half-open range [begin, end).
-struct AxisGroups {
-  index_t size, window, shift;
-
-  index_t begin(index_t x) const {
-    if (x < shift) return 0;
-    return shift + (x - shift) / window * window;
-  }
-  index_t end(index_t x) const {
-    if (x < shift) return shift;
-    const index_t group_end = begin(x) + window;
-    return group_end < size ? group_end : size;
-  }
-  index_t length(index_t x) const { return end(x) - begin(x); }
-};
-
-AxisGroups checked_axis(index_t size, index_t window, index_t shift, const char* size_name, const char* axis) {
-  SPATTN_CHECK(size >= 1, size_name, " must be >= 1, got ", size);
-  SPATTN_CHECK(window >= 1 && window <= size, "window_size: the window must be in [1, ", size_name, " = ", size,
-               "] along the ", axis, " axis, got ", window);
-  SPATTN_CHECK(shift >= 0 && shift < window, "shift_size: the shift must be in [0, window_size = ", window,
-               ") along the ", axis, " axis, got ", shift);
-  return {size, window, shift};
-}
-
-}  // namespace
 
 Csr swin_3d(index_t frames, index_t height, index_t width, index_t window_frames, index_t window_height,
             index_t window_width, index_t shift_frames, index_t shift_height, index_t shift_width) {
-  const std::array<AxisGroups, 3> axes = {checked_axis(frames, window_frames, shift_frames, "T", "time"),
-                                          checked_axis(height, window_height, shift_height, "H", "height"),
-                                          checked_axis(width, window_width, shift_width, "W", "width")};
+  const std::array<detail::SwinAxis, 3> axes = {
+      detail::checked_swin_axis(frames, window_frames, shift_frames, "T", "time"),
+      detail::checked_swin_axis(height, window_height, shift_height, "H", "height"),
+      detail::checked_swin_axis(width, window_width, shift_width, "W", "width")};
   const index_t tokens = checked_mul(checked_mul(frames, height, "swin_3d pattern"), width, "swin_3d pattern");
   const auto coordinates = [&](index_t token) {
     return std::array<index_t, 3>{token / (height * width), token / width % height, token % width};
