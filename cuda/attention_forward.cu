@@ -40,6 +40,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) attention_forward_kernel(con
     float accumulator[kElems];
     zero_fragment(accumulator);
     float running_max = kNegativeInfinity, running_sum = 0.f;
+    bool poisoned = false;  // a NaN score: fmaxf skips it, so it is tracked to reach the output as NaN
 
     const index_t begin = args.row_offsets[row], end = args.row_offsets[row + 1];
     for (index_t step = begin; step < end; step += kStep) {
@@ -65,6 +66,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) attention_forward_kernel(con
         score[u] = entry < end ? dot * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[entry]))
                                : kNegativeInfinity;
         step_max = fmaxf(step_max, score[u]);
+        poisoned |= isnan(score[u]);
       }
       const float new_max = fmaxf(running_max, step_max);
       // Nothing but -inf so far: no weight to add (and exp(-inf - -inf) would be NaN). Same on every lane.
@@ -83,8 +85,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) attention_forward_kernel(con
       running_max = new_max;
     }
 
-    // running_sum >= 1 once any score was finite (the maximum contributes exp(0)).
-    const bool has_weight = running_sum > 0.f;
+    // running_sum >= 1 once any score was finite (the maximum contributes exp(0)); NaN for a poisoned row.
+    if (poisoned) running_sum = __int_as_float(0x7fc00000);
+    const bool has_weight = running_sum != 0.f;
     store_fragment<Shape>(args.out + item * args.value_dim, args.value_dim, lane, accumulator,
                           has_weight ? 1.f / running_sum : 0.f);
     if (lane == 0) args.lse[item] = has_weight ? running_max + logf(running_sum) : kNegativeInfinity;

@@ -21,10 +21,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     const D* row_values = values + problem * nnz;
     D* row_out = out + problem * nnz;
     float maximum = kNegativeInfinity;
-    for (index_t e = begin + lane; e < end; e += 32) maximum = fmaxf(maximum, to_float(row_values[e]));
+    bool nan_seen = false;
+    for (index_t e = begin + lane; e < end; e += 32) {
+      const float value = to_float(row_values[e]);
+      maximum = fmaxf(maximum, value);
+      nan_seen |= isnan(value);
+    }
     maximum = group_max<32>(maximum, kFullWarp);
-    // Every entry -inf (masked): zeros, not exp(-inf - -inf) = NaN.
-    if (maximum == kNegativeInfinity) {
+    // Every entry -inf (masked): zeros, not exp(-inf - -inf) = NaN. fmaxf skips NaN, so a row of NaN (and
+    // -inf) values also has maximum -inf: it goes on, and its NaN reaches the output.
+    if (maximum == kNegativeInfinity && !__any_sync(kFullWarp, nan_seen)) {
       for (index_t e = begin + lane; e < end; e += 32) row_out[e] = from_float<D>(0.f);
       continue;
     }
