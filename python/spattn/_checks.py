@@ -62,6 +62,9 @@ def as_shape(value, name: str = "shape") -> tuple[int, int]:
 
 def as_tensor(value, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
+        # Index arrays and masks are read on the CPU: a meta tensor has no data to read.
+        if value.device.type == "meta":
+            raise ValueError(f"{name} must hold data, got a tensor on the meta device")
         return value
     try:
         return torch.as_tensor(np.asarray(value))

@@ -21,8 +21,13 @@ void sparse_softmax(CsrView pattern, const T* values, T* out, index_t batch) {
     Acc maximum = detail::negative_infinity<T>;
     for (index_t e = begin; e < end; ++e) maximum = std::max(maximum, Acc(detail::load(values[e])));
     if (maximum == detail::negative_infinity<T>) {
-      detail::zero_output(out + begin, end - begin);
-      return;
+      // std::max skips NaN, so a row of NaN (and -inf) values lands here too: NaN in, NaN out.
+      bool poisoned = false;
+      for (index_t e = begin; e < end; ++e) poisoned |= std::isnan(Acc(detail::load(values[e])));
+      if (!poisoned) {
+        detail::zero_output(out + begin, end - begin);
+        return;
+      }
     }
     Acc sum = 0;
     for (index_t e = begin; e < end; ++e) sum += std::exp(Acc(detail::load(values[e])) - maximum);

@@ -29,12 +29,9 @@ Csr global_tokens(const std::uint8_t* flags, index_t n) {
       });
 }
 
-Csr random(index_t rows, index_t cols, double density, std::uint64_t seed) {
-  SPATTN_CHECK(rows >= 0, "n_rows must be >= 0, got ", rows);
-  SPATTN_CHECK(cols >= 0, "n_cols must be >= 0, got ", cols);
-  SPATTN_CHECK(density >= 0.0 && density <= 1.0, "density must be in [0, 1], got ", density);
-  const index_t total = checked_mul(rows, cols, "random pattern");
-  check_nnz_limit(static_cast<index_t>(std::ceil(density * static_cast<double>(total))), "random pattern");
+namespace {
+
+Csr random_unchecked(index_t rows, index_t cols, index_t total, double density, std::uint64_t seed) {
   std::vector<index_t> row_offsets(rows + 1, 0);
   std::vector<index_t> col_indices;
   col_indices.reserve(static_cast<std::size_t>(density * static_cast<double>(total) * 1.05) + 16);
@@ -61,6 +58,26 @@ Csr random(index_t rows, index_t cols, double density, std::uint64_t seed) {
     for (index_t row = 0; row < rows; ++row) row_offsets[row + 1] += row_offsets[row];
   }
   return Csr::trusted(rows, cols, std::move(row_offsets), std::move(col_indices));
+}
+
+}  // namespace
+
+Csr random(index_t rows, index_t cols, double density, std::uint64_t seed) {
+  SPATTN_CHECK(rows >= 0, "n_rows must be >= 0, got ", rows);
+  SPATTN_CHECK(cols >= 0, "n_cols must be >= 0, got ", cols);
+  SPATTN_CHECK(density >= 0.0 && density <= 1.0, "density must be in [0, 1], got ", density);
+  const index_t total = checked_mul(rows, cols, "random pattern");
+  check_nnz_limit(static_cast<index_t>(std::ceil(density * static_cast<double>(total))), "random pattern");
+  // Under the nnz limit the arrays may still not fit in memory: refuse with a message, not std::bad_alloc.
+  try {
+    return random_unchecked(rows, cols, total, density, seed);
+  } catch (const std::bad_alloc&) {
+    detail::throw_error("random pattern of ", rows, " x ", cols, " at density ", density,
+                        " is too large: its arrays cannot be allocated");
+  } catch (const std::length_error&) {
+    detail::throw_error("random pattern of ", rows, " x ", cols, " at density ", density,
+                        " is too large: its arrays cannot be allocated");
+  }
 }
 
 Csr from_groups(const index_t* row_labels, index_t rows, const index_t* col_labels, index_t cols) {
