@@ -2,7 +2,9 @@
 7x7 tokens, window 7, heads 4 / 8 / 16 / 32, head dim 32, batch 64, bfloat16), one method per invocation so
 that a slow or failing method costs only itself:
 
-    python bench/gpu_bench.py attention --method spattn      # fused forward, forward+backward
+    python bench/gpu_bench.py attention --method spattn      # fused forward (the path scaled_dot_product_attention
+                                                              # takes: grouped for Swin), forward+backward; the
+                                                              # generic fused kernel as spattn_generic
     python bench/gpu_bench.py attention --method window_sdpa  # SDPA on [B*nW, H, 49, 32] (the dense ideal)
     python bench/gpu_bench.py attention --method dense_mask   # SDPA on [B, H, N, 32] with an N x N bool mask
     python bench/gpu_bench.py attention --method flex         # FlexAttention with a block mask, compiled
@@ -110,6 +112,19 @@ def bench_spattn(side, heads, shift):
         rows.append(dict(method=name, forward_ms=forward, forward_backward_ms=both, bytes=moved,
                          gbps=moved / forward / 1e6))
     with torch.no_grad():
+        # The generic fused kernel (every row reads its keys from global memory), for comparison with the
+        # path scaled_dot_product_attention takes (the grouped kernel when the pattern's plan pays off).
+        from spattn import functional
+        n = side * side
+        q3, k3, v3 = (t.detach().reshape(BATCH * heads, n, HEAD_DIM) for t in (q, k, v))
+        csr = (pattern.row_offsets, pattern.col_indices)
+        generic = lambda: torch.ops.spattn.attention_forward(q3, k3, v3, None, *csr, HEAD_DIM ** -0.5)[0]  # noqa: E731
+        selected = spattn.scaled_dot_product_attention(q, k, v, pattern).reshape(BATCH * heads, n, HEAD_DIM)
+        forward = median_ms(generic)
+        moved = fused_forward_bytes(side, heads, pattern.nnz)
+        rows[0]["grouped"] = functional._grouped_plan(pattern, q3, v3) is not None
+        rows[0]["max_abs_diff_vs_generic"] = (selected.float() - generic().float()).abs().max().item()
+        rows.append(dict(method="spattn_generic", forward_ms=forward, bytes=moved, gbps=moved / forward / 1e6))
         # The unfused path on the same kernels (scores stored): SDDMM, sparse softmax, SpMM.
         def unfused():
             s = spattn.sddmm(q, k, pattern)

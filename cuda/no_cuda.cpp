@@ -44,6 +44,11 @@ void attention_forward(CsrView, const T*, const T*, const T*, const T*, Attentio
                        cudaStream_t) {
   no_cuda();
 }
+template <typename T>
+void attention_forward_grouped(CsrView, GroupsView, const T*, const T*, const T*, const T*, AttentionDims, double,
+                               T*, accumulate_t<T>*, cudaStream_t) {
+  no_cuda();
+}
 index_t attention_backward_workspace_size(CsrView, index_t, AttentionDims) { no_cuda(); }
 template <typename T>
 void attention_backward(CsrView, TransposedView, const T*, const T*, const T*, const T*, const T*, const T*,
@@ -63,6 +68,8 @@ void attention_backward(CsrView, TransposedView, const T*, const T*, const T*, c
                                  index_t, cudaStream_t);                                                      \
   template void attention_forward<T>(CsrView, const T*, const T*, const T*, const T*, AttentionDims, double,  \
                                      T*, accumulate_t<T>*, cudaStream_t);                                     \
+  template void attention_forward_grouped<T>(CsrView, GroupsView, const T*, const T*, const T*, const T*,     \
+                                             AttentionDims, double, T*, accumulate_t<T>*, cudaStream_t);      \
   template void attention_backward<T>(CsrView, TransposedView, const T*, const T*, const T*, const T*,        \
                                       const T*, const T*, const accumulate_t<T>*, AttentionDims, double, T*,  \
                                       T*, T*, T*, accumulate_t<T>*, cudaStream_t);

@@ -212,6 +212,34 @@ def test_attention_backward_is_deterministic():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_deterministic_mode_gives_bitwise_equal_forward_and_backward(fused):
+    # Under torch.use_deterministic_algorithms(True) nothing may raise (no op flagged non-deterministic),
+    # and two runs of the functional API, forward and backward with a per-head bias, give the same bits.
+    pattern = random_pattern(96, 80, density=0.3)
+    inputs = [randn(*shape, dtype=torch.float32, seed=seed)[1]
+              for seed, shape in enumerate([(3, 4, 96, 64), (3, 4, 80, 64), (3, 4, 80, 64), (4, pattern.nnz)])]
+    grad_out = randn(3, 4, 96, 64, dtype=torch.float32, seed=9)[1]
+
+    def run():
+        q, k, v, bias = [t.clone().requires_grad_() for t in inputs]
+        if fused:
+            out = spattn.scaled_dot_product_attention(q, k, v, pattern, bias=bias)
+        else:
+            scores = spattn.sddmm(q, k, pattern) * 0.125 + bias
+            out = spattn.spmm(spattn.sparse_softmax(scores, pattern), v, pattern)
+        return [out, *torch.autograd.grad(out, (q, k, v, bias), grad_out)]
+
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first, second = run(), run()
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_bias_gradient_summed_over_many_problems(dtype):
     """11 problems on 2 bias heads (problem p reads head p % 2): the bias gradient is summed in chunks of
@@ -469,3 +497,182 @@ def test_cusparse_empty_pattern_gives_zeros():
     out = ops_cuda.cusparse_spmm(torch.empty(2, 0, device=CUDA), b, row_offsets, col_indices)
     assert out.shape == (2, 5, 8) and (out == 0).all()
     assert ops_cuda.cusparse_sddmm(torch.randn(2, 5, 8, device=CUDA), b, row_offsets, col_indices).shape == (2, 0)
+
+
+# ---- the grouped forward (execution plan) ----------------------------------------------------------------
+def wide_groups_pattern():
+    """Groups wider than one 64-column tile (30 rows x 150 columns: 3 tiles; 10 rows x 65 columns: a tile of
+    one column), irregular rows (singleton groups) and empty rows, in one pattern."""
+    mask = torch.zeros(50, 160, dtype=torch.bool)
+    mask[:30, :150] = True
+    mask[30:40, 10:140:2] = True
+    mask[40:] = spattn.patterns.random(10, 160, 0.3, seed=5).to_dense()
+    mask[45] = False
+    mask[49] = False
+    return spattn.Pattern.from_dense(mask)
+
+
+GROUPED_PATTERNS = {
+    "swin7": lambda: spattn.patterns.swin(14, 14, 7),
+    "swin7_shift": lambda: spattn.patterns.swin(14, 14, 7, shift_size=3),
+    "swin4_shift": lambda: spattn.patterns.swin(8, 8, 4, shift_size=2),
+    "random_empty_rows": lambda: random_pattern(37, 53),
+    "wide_groups": wide_groups_pattern,
+}
+
+
+def run_grouped_case(pattern, d, dv, dtype, bias_mode, batch=2, heads=3, seed=0, k_offset=0):
+    """The grouped op against the float64 reference and the generic CUDA kernel."""
+    n_q, n_k = pattern.shape
+    p = pattern.to(CUDA)
+    csr, plan = (p.row_offsets, p.col_indices), p.plan()
+    q64, q = randn(batch * heads, n_q, d, dtype=dtype, seed=seed)
+    k64, k = randn(batch * heads, n_k, d, dtype=dtype, seed=seed + 1)
+    v64, v = randn(batch * heads, n_k, dv, dtype=dtype, seed=seed + 2)
+    if k_offset:  # not 16-byte aligned: the element-wise loads
+        k = torch.empty(k.numel() + k_offset, dtype=dtype, device=CUDA)[k_offset:].view(k.shape).copy_(k)
+    bias64 = bias = None
+    if bias_mode is not None:
+        bias64, bias = randn(1 if bias_mode == "shared" else heads, pattern.nnz, dtype=dtype, seed=seed + 3)
+    scale = max(d, 1) ** -0.5
+    out, lse = spattn_ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, scale)
+    generic_out, generic_lse = spattn_ops.attention_forward(q, k, v, bias, *csr, scale)
+    torch.cuda.synchronize()
+    assert torch.isfinite(out).all()
+    view = lambda t: t.view(batch, heads, *t.shape[1:])  # noqa: E731
+    expected = reference.attention(view(q64), view(k64), view(v64), pattern, bias64, scale)
+    close(view(out), expected, dtype, "out")
+    close(out, generic_out, dtype, "out vs the generic kernel")
+    assert torch.equal(torch.isinf(lse), torch.isinf(generic_lse))
+    finite = torch.isfinite(generic_lse)
+    torch.testing.assert_close(lse[finite], generic_lse[finite], rtol=1e-5, atol=1e-5)
+    return pattern, out, lse
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", list(GROUPED_PATTERNS))
+@pytest.mark.parametrize("bias_mode", BIAS_MODES, ids=str)
+def test_grouped_forward_matches_reference_and_generic_kernel(kind, dtype, bias_mode):
+    run_grouped_case(GROUPED_PATTERNS[kind](), 32, 32, dtype, bias_mode)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dims", [(64, 64), (128, 128), (24, 40), (16, 100), (1, 1), (0, 8), (200, 64)],
+                         ids=lambda dims: f"{dims[0]}-{dims[1]}")
+def test_grouped_forward_head_dims(dims, dtype):
+    # 128: more than 48 KiB of shared memory; 200: past the grouped kernel's limit, the generic kernel runs.
+    run_grouped_case(GROUPED_PATTERNS["swin7_shift"](), *dims, dtype, "per_head")
+    run_grouped_case(wide_groups_pattern(), *dims, dtype, "shared", batch=1, heads=2)
+
+
+def test_grouped_forward_misaligned_keys():
+    for kind in ("swin7", "wide_groups"):
+        run_grouped_case(GROUPED_PATTERNS[kind](), 32, 32, torch.float16, "per_head", k_offset=1)
+
+
+def test_grouped_forward_empty_rows_and_masked_rows():
+    pattern, out, lse = run_grouped_case(GROUPED_PATTERNS["wide_groups"](), 32, 32, torch.float32, "per_head")
+    empty = (pattern.row_lengths() == 0).to(CUDA)
+    assert empty.any() and (out[:, empty] == 0).all() and torch.isneginf(lse[:, empty]).all()
+    # A pattern without entries (one group of 5 empty rows).
+    nothing = spattn.Pattern.from_dense(torch.zeros(5, 7, dtype=torch.bool)).to(CUDA)
+    q, k, v = (torch.randn(2, n, 32, device=CUDA) for n in (5, 7, 7))
+    out, lse = spattn_ops.attention_forward_grouped(q, k, v, torch.zeros(2, 0, device=CUDA), nothing.row_offsets,
+                                                    nothing.col_indices, *nothing.plan(), 0.2)
+    assert (out == 0).all() and torch.isneginf(lse).all()
+    # Every entry of row 0 masked by a -inf bias, in a single-tile and in a multi-tile group.
+    for pattern in (spattn.patterns.swin(8, 8, 4), wide_groups_pattern()):
+        p = pattern.to(CUDA)
+        q = torch.randn(2, p.shape[0], 32, device=CUDA)
+        k, v = (torch.randn(2, p.shape[1], 32, device=CUDA) for _ in range(2))
+        bias = torch.zeros(1, p.nnz, device=CUDA)
+        bias[0, :int(pattern.row_offsets[1])] = float("-inf")
+        out, lse = spattn_ops.attention_forward_grouped(q, k, v, bias, p.row_offsets, p.col_indices, *p.plan(), 0.2)
+        assert (out[:, 0] == 0).all() and torch.isneginf(lse[:, 0]).all() and torch.isfinite(out).all()
+        nonempty = (pattern.row_lengths() > 0).to(CUDA)
+        nonempty[0] = False
+        assert torch.isfinite(lse[:, nonempty]).all()
+
+
+def test_grouped_forward_more_items_than_blocks():
+    """batch * groups above the grid's cap of 2**20 blocks: the blocks stride over the items."""
+    pattern = spattn.patterns.swin(8, 8, 4).to(CUDA)  # 4 groups
+    batch = (1 << 18) + 3
+    q, k, v = (torch.randn(batch, 64, 1, device=CUDA) for _ in range(3))
+    csr = (pattern.row_offsets, pattern.col_indices)
+    out, lse = spattn_ops.attention_forward_grouped(q, k, v, None, *csr, *pattern.plan(), 1.0)
+    expected_out, expected_lse = spattn_ops.attention_forward(q, k, v, None, *csr, 1.0)
+    torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lse, expected_lse, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_forward_is_deterministic_and_graph_capturable():
+    pattern = spattn.patterns.swin(14, 14, 7, shift_size=3).to(CUDA)
+    args = [torch.randn(8, 196, 32, device=CUDA, dtype=torch.bfloat16) for _ in range(3)]
+    bias = torch.randn(4, pattern.nnz, device=CUDA, dtype=torch.bfloat16)
+    csr, plan = (pattern.row_offsets, pattern.col_indices), pattern.plan()
+    first = spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25)
+    second = spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25)
+    for t in args + [bias]:
+        t.copy_(torch.randn_like(t))
+    graph.replay()
+    torch.cuda.synchronize()
+    for got, want in zip(captured, spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25)):
+        assert torch.equal(got, want)
+
+
+def test_grouped_opcheck_on_cuda():
+    # (torch.compile of the op is tested on the CPU in test_ops.py: the same schema, fake and autograd.)
+    pattern = spattn.patterns.swin(8, 8, 4, shift_size=2).to(CUDA)
+    q, k, v = (torch.randn(4, 64, 32, device=CUDA, requires_grad=True) for _ in range(3))
+    bias = torch.randn(2, pattern.nnz, device=CUDA, requires_grad=True)
+    csr, plan = (pattern.row_offsets, pattern.col_indices), pattern.plan()
+    for b in (bias, None):
+        torch.library.opcheck(spattn_ops.attention_forward_grouped.default, (q, k, v, b, *csr, *plan, 0.25))
+
+
+@pytest.mark.parametrize("kind", ["swin7_shift", "random_empty_rows"])
+def test_functional_api_takes_the_grouped_path_for_swin(kind, monkeypatch):
+    calls = []
+    grouped = spattn.ops.attention_forward_grouped
+    monkeypatch.setattr(spattn.ops, "attention_forward_grouped", lambda *a: calls.append(1) or grouped(*a))
+    pattern = GROUPED_PATTERNS[kind]()
+    n_q, n_k = pattern.shape
+    q64, q = randn(2, 4, n_q, 32, dtype=torch.float32, seed=1)
+    k64, k = randn(2, 4, n_k, 32, dtype=torch.float32, seed=2)
+    v64, v = randn(2, 4, n_k, 32, dtype=torch.float32, seed=3)
+    bias64, bias = randn(4, pattern.nnz, dtype=torch.float32, seed=4)
+    leaves = [t.requires_grad_() for t in (q, k, v, bias)]
+    out = spattn.scaled_dot_product_attention(q, k, v, pattern, bias=bias)
+    assert len(calls) == (1 if kind == "swin7_shift" else 0)
+    leaves64 = [t.requires_grad_() for t in (q64, k64, v64, bias64)]
+    expected = reference.attention(q64, k64, v64, pattern, bias64)
+    close(out, expected, torch.float32, "out")
+    grad64, grad = randn(2, 4, n_q, 32, dtype=torch.float32, seed=5)
+    for name, got, want in zip(("q", "k", "v", "bias"), grads(out, leaves, grad), grads(expected, leaves64, grad64)):
+        close(got, want, torch.float32, f"grad_{name}")
+
+
+@pytest.mark.parametrize("kind", ["swin7_shift", "wide_groups"])
+def test_grouped_forward_nan_poisons_the_rows_attending_to_it_like_the_generic_kernel(kind):
+    pattern = GROUPED_PATTERNS[kind]().to(CUDA)
+    n_q, n_k = pattern.shape
+    q = torch.randn(2, n_q, 32, device=CUDA)
+    k, v = (torch.randn(2, n_k, 32, device=CUDA) for _ in range(2))
+    k[1, 3, 5] = float("nan")
+    csr = (pattern.row_offsets, pattern.col_indices)
+    out, lse = spattn_ops.attention_forward_grouped(q, k, v, None, *csr, *pattern.plan(), 0.2)
+    expected_out, expected_lse = spattn_ops.attention_forward(q, k, v, None, *csr, 0.2)
+    attends = (pattern.to_dense()[:, 3]).to(CUDA)
+    assert attends.any() and not attends.all()
+    assert torch.equal(out.isnan(), expected_out.isnan()) and torch.equal(lse.isnan(), expected_lse.isnan())
+    assert out[1, attends].isnan().all() and torch.isfinite(out[1, ~attends]).all() and torch.isfinite(out[0]).all()

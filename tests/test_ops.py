@@ -354,3 +354,70 @@ def test_large_head_dim_and_different_value_dim():
     q, k, v = leaf(1, 2, 6, 160), leaf(1, 2, 7, 160), leaf(1, 2, 7, 200)
     assert_matches_reference(lambda q, k, v: spattn.scaled_dot_product_attention(q, k, v, pattern),
                              lambda q, k, v: reference.attention(q, k, v, pattern), [q, k, v], torch.float64)
+
+
+# ---- the execution plan and the grouped forward op -------------------------------------------------------
+def check_plan(pattern):
+    """Every row in exactly one group, increasing within a group; rows share a group iff their columns match."""
+    group_offsets, group_rows = pattern.plan()
+    assert group_offsets.dtype == group_rows.dtype == torch.int64
+    assert group_offsets[0] == 0 and group_offsets[-1] == pattern.shape[0]
+    assert sorted(group_rows.tolist()) == list(range(pattern.shape[0]))
+    offsets, columns = pattern.row_offsets.tolist(), pattern.col_indices.tolist()
+    row_columns = [tuple(columns[offsets[r]:offsets[r + 1]]) for r in range(pattern.shape[0])]
+    lists = []
+    for g in range(group_offsets.shape[0] - 1):
+        rows = group_rows[group_offsets[g]:group_offsets[g + 1]].tolist()
+        assert rows and rows == sorted(rows)
+        assert all(row_columns[r] == row_columns[rows[0]] for r in rows)
+        lists.append(row_columns[rows[0]])
+    assert len(set(lists)) == len(lists)  # different groups, different columns
+
+
+@pytest.mark.parametrize("kind", ["swin", "swin_shift", "random", "empty"])
+def test_plan_groups_rows_with_identical_columns(kind):
+    pattern = {"swin": lambda: spattn.patterns.swin(14, 14, 7),
+               "swin_shift": lambda: spattn.patterns.swin(14, 14, 7, shift_size=3),
+               "random": lambda: random_pattern(30, 5, 0.4, empty_rows=(1, 4, 7)),
+               "empty": lambda: spattn.Pattern.from_dense(torch.zeros(3, 4, dtype=torch.bool))}[kind]()
+    check_plan(pattern)
+    if kind == "swin":
+        assert pattern.plan()[0].shape[0] - 1 == 4 and (pattern.plan()[0].diff() == 49).all()
+    assert pattern.plan()[0] is pattern.plan()[0]  # cached
+
+
+def grouped_inputs(pattern, bias_heads=1, dtype=torch.float64):
+    n_q, n_k = pattern.shape
+    q, k, v = leaf(2, n_q, 6, dtype=dtype, seed=1), leaf(2, n_k, 6, dtype=dtype, seed=2), leaf(2, n_k, 4, dtype=dtype, seed=3)
+    bias = leaf(bias_heads, pattern.nnz, dtype=dtype, seed=4)
+    return q, k, v, bias, (pattern.row_offsets, pattern.col_indices), pattern.plan()
+
+
+def test_attention_forward_grouped_equals_attention_forward_on_cpu():
+    pattern = spattn.patterns.swin(8, 8, 4, shift_size=2)
+    q, k, v, bias, csr, plan = grouped_inputs(pattern, bias_heads=2)
+    out, lse = ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, 0.4)
+    expected_out, expected_lse = ops.attention_forward(q, k, v, bias, *csr, 0.4)
+    assert torch.equal(out, expected_out) and torch.equal(lse, expected_lse)
+    got = gradients(out, (q, k, v, bias))
+    for a, b in zip(got, gradients(expected_out, (q, k, v, bias))):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_opcheck_attention_forward_grouped(with_bias):
+    q, k, v, bias, csr, plan = grouped_inputs(random_pattern(7, 6, 0.5, seed=3))
+    torch.library.opcheck(ops.attention_forward_grouped, (q, k, v, bias if with_bias else None, *csr, *plan, 0.5))
+
+
+def test_torch_compile_fullgraph_attention_forward_grouped():
+    torch._dynamo.reset()
+    q, k, v, bias, csr, plan = grouped_inputs(spattn.patterns.swin(8, 8, 4), dtype=torch.float32)
+
+    def loss(q, k, v, bias):
+        return ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, 0.3)[0].square().sum()
+
+    eager = torch.autograd.grad(loss(q, k, v, bias), (q, k, v, bias))
+    compiled = torch.autograd.grad(torch.compile(loss, fullgraph=True)(q, k, v, bias), (q, k, v, bias))
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -133,6 +133,42 @@ def spmm(values: Tensor, b: Tensor, pattern: Pattern) -> Tensor:
 
 
 # ---- attention -------------------------------------------------------------------------------------------
+# The grouped CUDA kernel (one thread block per group of rows sharing their columns, their keys and values
+# read once into shared memory) pays off when groups have several rows and their keys fit a few tiles of
+# shared memory: Swin windows have 49 rows of 49 keys. Other patterns take the generic kernel. Eager mode
+# only: the plan is built on the host the first time (then cached on the pattern), which tracing cannot do.
+# A thread block serves all rows of a group, so one huge group would serialise on one block: capped.
+_GROUPED_MIN_ROWS_PER_GROUP = 4
+_GROUPED_MAX_GROUP_ROWS = 1024
+_GROUPED_MAX_MEAN_ROW_LENGTH = 256
+_GROUPED_MAX_DIM = 128
+
+
+def _plan_statistics(pattern: Pattern) -> tuple[int, int]:
+    """(groups, rows of the largest group), from the plan on the CPU: no device synchronisation. (The plan is
+    fetched first: Pattern.cached holds the pattern's lock while it computes, so computations must not nest.)"""
+    cpu = pattern.cpu()
+    group_offsets = cpu.plan()[0]
+
+    def compute():
+        sizes = group_offsets.diff()
+        return int(sizes.numel()), int(sizes.max()) if sizes.numel() else 0
+    return cpu.cached("grouped_plan_statistics", compute)
+
+
+def _grouped_plan(pattern: Pattern, q3: Tensor, v3: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The pattern's plan when the grouped kernel should run, else None."""
+    n_rows = pattern.shape[0]
+    if q3.device.type != "cuda" or torch.compiler.is_compiling() or n_rows == 0 or \
+            max(q3.shape[-1], v3.shape[-1]) > _GROUPED_MAX_DIM or \
+            pattern.nnz > _GROUPED_MAX_MEAN_ROW_LENGTH * n_rows:
+        return None
+    groups, largest = _plan_statistics(pattern)
+    if n_rows < _GROUPED_MIN_ROWS_PER_GROUP * groups or largest > _GROUPED_MAX_GROUP_ROWS:
+        return None
+    return pattern.plan()
+
+
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, bias: Tensor | None = None,
                                  scale: float | None = None, dropout_p: float = 0.0) -> Tensor:
     """``softmax(scale * q k^T + bias) v`` with the softmax over each query's entries in ``pattern``.
@@ -183,5 +219,10 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Patte
         probabilities = torch.nn.functional.dropout(probabilities, dropout_p, training=True)
         return ops.spmm(probabilities, v3, pattern.row_offsets, pattern.col_indices).view(out_shape)
     bias2d = None if bias is None else bias.contiguous().view(bias.shape[0] if bias.ndim == 2 else 1, pattern.nnz)
-    out, _ = ops.attention_forward(q3, k3, v3, bias2d, pattern.row_offsets, pattern.col_indices, scale)
+    plan = _grouped_plan(pattern, q3, v3)
+    if plan is not None:
+        out, _ = ops.attention_forward_grouped(q3, k3, v3, bias2d, pattern.row_offsets, pattern.col_indices, *plan,
+                                               scale)
+    else:
+        out, _ = ops.attention_forward(q3, k3, v3, bias2d, pattern.row_offsets, pattern.col_indices, scale)
     return out.view(out_shape)

@@ -21,7 +21,8 @@ from torch import Tensor
 from ._core import _C
 
 __all__ = ["sddmm", "sddmm_backward", "sparse_softmax", "sparse_softmax_backward", "spmm", "spmm_backward",
-           "attention_forward", "attention_backward", "transpose_pattern", "remember_transposed"]
+           "attention_forward", "attention_forward_grouped", "attention_backward", "transpose_pattern",
+           "remember_transposed"]
 
 
 def _contiguous(*tensors):
@@ -270,3 +271,39 @@ def _attention_autograd(ctx, grad_out, grad_lse):
 
 
 attention_forward.register_autograd(_attention_autograd, setup_context=_attention_setup_context)
+
+
+# ---- fused attention over the execution plan -------------------------------------------------------------
+# attention_forward with the pattern's plan (Pattern.plan(): group_offsets, group_rows), so that the CUDA
+# kernel can serve each group of rows sharing their columns from shared memory. Same results and the same
+# backward (attention_backward); the CPU kernel does not use the plan.
+@torch.library.custom_op("spattn::attention_forward_grouped", mutates_args=(), device_types="cpu")
+def attention_forward_grouped(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], row_offsets: Tensor,
+                              col_indices: Tensor, group_offsets: Tensor, group_rows: Tensor,
+                              scale: float) -> tuple[Tensor, Tensor]:
+    """``out [batch, Nq, Dv]`` and ``lse [batch, Nq]``, as :func:`attention_forward`."""
+    q, k, v, bias = _contiguous(q, k, v, bias)
+    out = q.new_empty(q.shape[0], q.shape[1], v.shape[2])
+    lse = q.new_empty(q.shape[0], q.shape[1], dtype=_lse_dtype(q.dtype))
+    _C.cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, scale, out, lse)
+    return out, lse
+
+
+@attention_forward_grouped.register_fake
+def _(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale):
+    return (q.new_empty(q.shape[0], q.shape[1], v.shape[2]),
+            q.new_empty(q.shape[0], q.shape[1], dtype=_lse_dtype(q.dtype)))
+
+
+def _attention_grouped_setup_context(ctx, inputs, output):
+    q, k, v, bias, row_offsets, col_indices, _, _, scale = inputs
+    _attention_setup_context(ctx, (q, k, v, bias, row_offsets, col_indices, scale), output)
+
+
+def _attention_grouped_autograd(ctx, grad_out, grad_lse):
+    grad_q, grad_k, grad_v, grad_bias, *_ = _attention_autograd(ctx, grad_out, grad_lse)
+    return grad_q, grad_k, grad_v, grad_bias, None, None, None, None, None
+
+
+attention_forward_grouped.register_autograd(_attention_grouped_autograd,
+                                            setup_context=_attention_grouped_setup_context)

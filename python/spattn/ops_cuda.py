@@ -118,6 +118,17 @@ def _attention_forward(q, k, v, bias, row_offsets, col_indices, scale):
     return out, lse
 
 
+@_register("attention_forward_grouped")
+def _attention_forward_grouped(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale):
+    out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
+    lse = torch.empty((q.shape[0], q.shape[1]), dtype=torch.float32, device=q.device)
+    with _on_device(q):
+        _C.cuda_attention_forward_grouped(_dl(q), _dl(k), _dl(v), _dl(_bias_2d(bias)), _dl(row_offsets),
+                                          _dl(col_indices), _dl(group_offsets), _dl(group_rows), float(scale),
+                                          _dl(out), _dl(lse), _stream(q))
+    return out, lse
+
+
 @_register("attention_backward")
 def _attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices,
                         permutation, scale, bias_requires_grad):

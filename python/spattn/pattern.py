@@ -142,6 +142,16 @@ class Pattern:
         return self.cached("rows_by_length", lambda: torch.from_numpy(
             np.asarray(_C.csr_rows_by_length(*self._core_args()))).to(self.device))
 
+    def plan(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The execution plan: rows with identical column lists form a group (every row of a Swin window).
+        ``(group_offsets [groups + 1], group_rows [n_rows])``, int64 on the pattern's device: the rows of
+        group ``g`` are ``group_rows[group_offsets[g]:group_offsets[g + 1]]`` (increasing), its columns those
+        of its first row; every row is in exactly one group (rows without entries form one group)."""
+        def compute():
+            offsets, rows = _C.csr_plan(*self._core_args())
+            return tuple(torch.from_numpy(np.asarray(x)).to(self.device) for x in (offsets, rows))
+        return self.cached("plan", compute)
+
     # ---- devices and conversions -----------------------------------------------------------------------
     def to(self, device) -> "Pattern":
         """This pattern on ``device``; the same object when it is already there."""

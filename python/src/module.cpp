@@ -13,6 +13,7 @@ void bind_layouts(nb::module_& module);
 void bind_neighborhood(nb::module_& module);
 void bind_cpu_kernels(nb::module_& module);
 void bind_cuda_kernels(nb::module_& module);
+void bind_plan(nb::module_& module);
 }  // namespace spattn::python
 
 NB_MODULE(_C, module) {
@@ -48,4 +49,5 @@ NB_MODULE(_C, module) {
   spattn::python::bind_neighborhood(module);
   spattn::python::bind_cpu_kernels(module);
   spattn::python::bind_cuda_kernels(module);
+  spattn::python::bind_plan(module);
 }

@@ -15,6 +15,7 @@
 
 #include "spattn/cuda.hpp"
 #include "spattn/kernels.hpp"
+#include "spattn/plan.hpp"
 
 namespace spattn::cuda {
 
@@ -44,6 +45,19 @@ inline constexpr index_t max_attention_dim = 1024;
 template <typename T>
 void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, const T* bias, AttentionDims dims,
                        double scale, T* out, accumulate_t<T>* lse, cudaStream_t stream);
+
+// The same forward over the pattern's execution plan (spattn::build_plan of this pattern, its arrays on the
+// device; every row in exactly one group): one thread block per (problem, group) gathers the group's keys
+// and values into shared memory once and serves all of the group's rows from there. Same contract and
+// semantics as attention_forward, results equal up to rounding. Head dims above max_grouped_attention_dim
+// (or a device without the shared memory) run attention_forward instead. Like the pattern, the plan's
+// contents are read on the device unchecked: they must come from build_plan.
+inline constexpr index_t max_grouped_attention_dim = 128;
+
+template <typename T>
+void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, const T* k, const T* v,
+                               const T* bias, AttentionDims dims, double scale, T* out, accumulate_t<T>* lse,
+                               cudaStream_t stream);
 
 // Scratch needed by attention_backward, in floats: the row terms rowsum(grad_out * out) [batch, rows] and,
 // for a bias gradient, deterministic partial sums of it (about batch / 4 x nnz floats). Pass
