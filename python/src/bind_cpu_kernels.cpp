@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "array_checks.hpp"
 #include "arrays.hpp"
 #include "spattn/spattn.hpp"
 
@@ -16,43 +17,10 @@ namespace spattn::python {
 
 namespace {
 
-// No constraints in the type: a mismatch becomes our own error naming the argument instead of nanobind's
-// generic "incompatible function arguments", and nanobind never converts (copies) anything.
-using Array = nb::ndarray<>;
-using OptionalArray = std::optional<Array>;
-
-const nb::dlpack::dtype bfloat16_dtype{static_cast<std::uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1};
-
-std::string shape_of(const Array& array) {
-  std::string text = "[";
-  for (std::size_t axis = 0; axis < array.ndim(); ++axis) {
-    text += (axis ? ", " : "") + std::to_string(array.shape(axis));
-  }
-  return text + "]";
-}
-
 // On the CPU, of the given rank, C-contiguous (strides of size-1 axes do not matter).
 void check_layout(const Array& array, const char* name, std::size_t ndim) {
   SPATTN_CHECK(array.device_type() == nb::device::cpu::value, name, " must be on the CPU");
-  SPATTN_CHECK(array.ndim() == ndim, name, " must be ", ndim, "-D, got shape ", shape_of(array));
-  if (array.size() == 0) return;  // nothing is read, and empty arrays carry arbitrary strides
-  int64_t expected_stride = 1;
-  for (std::size_t axis = ndim; axis-- > 0;) {
-    SPATTN_CHECK(array.shape(axis) == 1 || array.stride(axis) == expected_stride, name,
-                 " must be contiguous (the Python layer makes tensors contiguous)");
-    expected_stride *= static_cast<int64_t>(array.shape(axis));
-  }
-}
-
-index_t size(const Array& array, std::size_t axis) { return static_cast<index_t>(array.shape(axis)); }
-
-void check_size(const Array& array, const char* name, std::size_t axis, index_t expected, const char* meaning) {
-  SPATTN_CHECK(size(array, axis) == expected, name, ": dimension ", axis, " must be ", meaning, " = ", expected,
-               ", got shape ", shape_of(array));
-}
-
-void check_same_dtype(const Array& array, const char* name, const Array& reference, const char* reference_name) {
-  SPATTN_CHECK(array.dtype() == reference.dtype(), name, " must have the same dtype as ", reference_name);
+  check_rank_and_contiguity(array, name, ndim);
 }
 
 const index_t* indices(const Array& array, const char* name) {

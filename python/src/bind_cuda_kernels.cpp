@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 
+#include "array_checks.hpp"
 #include "arrays.hpp"
 #include "spattn/spattn.hpp"
 
@@ -22,29 +23,11 @@ namespace spattn::python {
 
 namespace {
 
-// No constraints in the type: a mismatch becomes our own error naming the argument, and nanobind never
-// converts (copies) anything, which for an output would silently drop the result.
-using Array = nb::ndarray<>;
-using OptionalArray = std::optional<Array>;
-
-const nb::dlpack::dtype float16_dtype{static_cast<std::uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
-const nb::dlpack::dtype bfloat16_dtype{static_cast<std::uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1};
-
 void require_cuda_build() {
   SPATTN_CHECK(build_info().cuda, "spattn was built without CUDA support");
 }
 
 cudaStream_t as_stream(std::uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
-
-std::string shape_of(const Array& array) {
-  std::string text = "[";
-  for (std::size_t axis = 0; axis < array.ndim(); ++axis) {
-    text += (axis ? ", " : "") + std::to_string(array.shape(axis));
-  }
-  return text + "]";
-}
-
-index_t size(const Array& array, std::size_t axis) { return static_cast<index_t>(array.shape(axis)); }
 
 // All arrays of one call sit on the CUDA device of its first array.
 struct Device {
@@ -57,23 +40,7 @@ void check_layout(const Array& array, const char* name, std::size_t ndim, Device
   if (device.id < 0) device.id = array.device_id();
   SPATTN_CHECK(array.device_id() == device.id, name, " is on cuda:", array.device_id(),
                " but the other arguments are on cuda:", device.id);
-  SPATTN_CHECK(array.ndim() == ndim, name, " must be ", ndim, "-D, got shape ", shape_of(array));
-  if (array.size() == 0) return;  // nothing is read or written; torch gives empty tensors arbitrary strides
-  int64_t expected_stride = 1;
-  for (std::size_t axis = ndim; axis-- > 0;) {
-    SPATTN_CHECK(array.shape(axis) == 1 || array.stride(axis) == expected_stride, name,
-                 " must be contiguous (the Python layer makes tensors contiguous)");
-    expected_stride *= static_cast<int64_t>(array.shape(axis));
-  }
-}
-
-void check_size(const Array& array, const char* name, std::size_t axis, index_t expected, const char* meaning) {
-  SPATTN_CHECK(size(array, axis) == expected, name, ": dimension ", axis, " must be ", meaning, " = ", expected,
-               ", got shape ", shape_of(array));
-}
-
-void check_same_dtype(const Array& array, const char* name, const Array& reference, const char* reference_name) {
-  SPATTN_CHECK(array.dtype() == reference.dtype(), name, " must have the same dtype as ", reference_name);
+  check_rank_and_contiguity(array, name, ndim);
 }
 
 const index_t* indices(const Array& array, const char* name, Device& device) {

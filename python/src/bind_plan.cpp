@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "array_checks.hpp"
 #include "arrays.hpp"
 #include "spattn/plan.hpp"
 #include "spattn/spattn.hpp"
@@ -17,41 +18,13 @@ namespace spattn::python {
 
 namespace {
 
-using Array = nb::ndarray<>;
-using OptionalArray = std::optional<Array>;
-
-const nb::dlpack::dtype float16_dtype{static_cast<std::uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
-const nb::dlpack::dtype bfloat16_dtype{static_cast<std::uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1};
-
-index_t size(const Array& array, std::size_t axis) { return static_cast<index_t>(array.shape(axis)); }
-
-std::string shape_of(const Array& array) {
-  std::string text = "[";
-  for (std::size_t axis = 0; axis < array.ndim(); ++axis) {
-    text += (axis ? ", " : "") + std::to_string(array.shape(axis));
-  }
-  return text + "]";
-}
-
 // On the CUDA device of the first array checked (device_id < 0 before it), of rank ndim, C-contiguous.
 void check_layout(const Array& array, const char* name, std::size_t ndim, int& device_id) {
   SPATTN_CHECK(array.device_type() == nb::device::cuda::value, name, " must be on a CUDA device");
   if (device_id < 0) device_id = array.device_id();
   SPATTN_CHECK(array.device_id() == device_id, name, " is on cuda:", array.device_id(),
                " but the other arguments are on cuda:", device_id);
-  SPATTN_CHECK(array.ndim() == ndim, name, " must be ", ndim, "-D, got shape ", shape_of(array));
-  if (array.size() == 0) return;
-  int64_t expected_stride = 1;
-  for (std::size_t axis = ndim; axis-- > 0;) {
-    SPATTN_CHECK(array.shape(axis) == 1 || array.stride(axis) == expected_stride, name,
-                 " must be contiguous (the Python layer makes tensors contiguous)");
-    expected_stride *= static_cast<int64_t>(array.shape(axis));
-  }
-}
-
-void check_shape(const Array& array, const char* name, std::size_t axis, index_t expected, const char* meaning) {
-  SPATTN_CHECK(size(array, axis) == expected, name, ": dimension ", axis, " must be ", meaning, " = ", expected,
-               ", got shape ", shape_of(array));
+  check_rank_and_contiguity(array, name, ndim);
 }
 
 // A dense operand or output: 3-D, q's dtype, batch and row count as given.
@@ -59,14 +32,14 @@ void check_dense(const Array& array, const char* name, const Array& q, index_t r
                  int& device_id) {
   check_layout(array, name, 3, device_id);
   SPATTN_CHECK(array.dtype() == q.dtype(), name, " must have the same dtype as q");
-  check_shape(array, name, 0, size(q, 0), "the batch size");
-  check_shape(array, name, 1, rows, rows_meaning);
+  check_size(array, name, 0, size(q, 0), "the batch size");
+  check_size(array, name, 1, rows, rows_meaning);
 }
 
 const index_t* indices(const Array& array, const char* name, index_t entries, const char* meaning, int& device_id) {
   check_layout(array, name, 1, device_id);
   SPATTN_CHECK(array.dtype() == nb::dtype<std::int64_t>(), name, " must be int64");
-  if (entries >= 0) check_shape(array, name, 0, entries, meaning);
+  if (entries >= 0) check_size(array, name, 0, entries, meaning);
   return static_cast<const index_t*>(array.data());
 }
 
@@ -118,15 +91,15 @@ void bind_plan(nb::module_& m) {
     check_layout(k, "k", 3, device_id);
     const index_t cols = size(k, 1);
     check_dense(k, "k", q, cols, "k's number of keys", device_id);
-    check_shape(k, "k", 2, head_dim, "q's head dim");
+    check_size(k, "k", 2, head_dim, "q's head dim");
     check_dense(v, "v", q, cols, "k's number of keys", device_id);
     const index_t value_dim = size(v, 2);
     check_dense(out, "out", q, rows, "the number of queries", device_id);
-    check_shape(out, "out", 2, value_dim, "v's last dimension");
+    check_size(out, "out", 2, value_dim, "v's last dimension");
     check_layout(lse, "lse", 2, device_id);
     SPATTN_CHECK(lse.dtype() == nb::dtype<float>(), "lse must be float32");
-    check_shape(lse, "lse", 0, batch, "the batch size");
-    check_shape(lse, "lse", 1, rows, "the number of queries");
+    check_size(lse, "lse", 0, batch, "the batch size");
+    check_size(lse, "lse", 1, rows, "the number of queries");
     SPATTN_CHECK(head_dim <= cuda::max_attention_dim && value_dim <= cuda::max_attention_dim,
                  "q and v: head dims up to ", cuda::max_attention_dim, " are supported on CUDA, got ", head_dim,
                  " and ", value_dim);
@@ -143,7 +116,7 @@ void bind_plan(nb::module_& m) {
     if (bias) {
       check_layout(*bias, "bias", 2, device_id);
       SPATTN_CHECK(bias->dtype() == q.dtype(), "bias must have the same dtype as q");
-      check_shape(*bias, "bias", 1, nnz, "the pattern's nnz");
+      check_size(*bias, "bias", 1, nnz, "the pattern's nnz");
       SPATTN_CHECK(size(*bias, 0) >= 1, "bias must have at least one head, got shape ", shape_of(*bias));
       dims.bias_heads = size(*bias, 0);
     }
