@@ -301,4 +301,27 @@ inline index_t mean_row_length(CsrView pattern) {
   return pattern.rows == 0 ? 0 : pattern.nnz() / pattern.rows + 1;
 }
 
+// out[p, r] = sum over the entries e of row r of `walk` of values[p, value_position(e)] * x[p, col(e)]: SpMM
+// when walking the pattern (value_position = nullptr: entries in CSR order), and the column reduction of
+// SpMM's and SDDMM's gradients when walking the transposed pattern (value_position = its permutation back to
+// CSR order). One writer per output row, so no atomics. values has nnz entries per problem; x has walk.cols
+// rows and out walk.rows rows of `dim` per problem.
+template <typename T>
+void weighted_row_sums(CsrView walk, const index_t* value_position, const T* values, const T* x, T* out,
+                       index_t batch, index_t dim) {
+  using Acc = accumulate_t<T>;
+  const index_t rows = walk.rows, x_rows = walk.cols, nnz = walk.nnz();
+  parallel_for<Acc>(batch * rows, mean_row_length(walk) * dim, dim, [&](index_t item, Acc* sum) {
+    const index_t problem = item / rows, row = item % rows;
+    const T* values_problem = values + problem * nnz;
+    const T* x_problem = x + problem * x_rows * dim;
+    zero_row(sum, dim);
+    for (index_t e = walk.row_offsets[row]; e < walk.row_offsets[row + 1]; ++e) {
+      const index_t position = value_position == nullptr ? e : value_position[e];
+      axpy(sum, load(values_problem[position]), x_problem + walk.col_indices[e] * dim, dim);
+    }
+    store_row(out + (problem * rows + row) * dim, sum, Acc(1), dim);
+  });
+}
+
 }  // namespace spattn::cpu::detail

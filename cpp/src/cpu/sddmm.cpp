@@ -22,39 +22,14 @@ void sddmm(CsrView pattern, const T* a, const T* b, T* out, index_t batch, index
   });
 }
 
-// grad_a walks rows of the pattern and grad_b walks rows of the transposed pattern, so each output row has
+// grad_a is an SpMM of grad with b; grad_b the same through the transposed pattern, so each output row has
 // exactly one writer and no atomics are needed. Either output may be null to skip it.
 template <typename T>
 void sddmm_backward(CsrView pattern, TransposedView transposed, const T* grad, const T* a, const T* b, T* grad_a,
                     T* grad_b, index_t batch, index_t dim) {
-  using Acc = accumulate_t<T>;
-  const index_t rows = pattern.rows, cols = pattern.cols, nnz = pattern.nnz();
-  const index_t work = detail::mean_row_length(pattern) * dim;
-  if (grad_a != nullptr) {
-    parallel_for<Acc>(batch * rows, work, dim, [&](index_t item, Acc* sum) {
-      const index_t problem = item / rows, row = item % rows;
-      const T* b_problem = b + problem * cols * dim;
-      const T* grad_problem = grad + problem * nnz;
-      detail::zero_row(sum, dim);
-      for (index_t e = pattern.row_offsets[row]; e < pattern.row_offsets[row + 1]; ++e) {
-        detail::axpy(sum, detail::load(grad_problem[e]), b_problem + pattern.col_indices[e] * dim, dim);
-      }
-      detail::store_row(grad_a + (problem * rows + row) * dim, sum, Acc(1), dim);
-    });
-  }
+  if (grad_a != nullptr) detail::weighted_row_sums(pattern, nullptr, grad, b, grad_a, batch, dim);
   if (grad_b != nullptr) {
-    const CsrView& t = transposed.pattern;
-    parallel_for<Acc>(batch * cols, work, dim, [&](index_t item, Acc* sum) {
-      const index_t problem = item / cols, col = item % cols;
-      const T* a_problem = a + problem * rows * dim;
-      const T* grad_problem = grad + problem * nnz;
-      detail::zero_row(sum, dim);
-      for (index_t k = t.row_offsets[col]; k < t.row_offsets[col + 1]; ++k) {
-        detail::axpy(sum, detail::load(grad_problem[transposed.permutation[k]]), a_problem + t.col_indices[k] * dim,
-                     dim);
-      }
-      detail::store_row(grad_b + (problem * cols + col) * dim, sum, Acc(1), dim);
-    });
+    detail::weighted_row_sums(transposed.pattern, transposed.permutation, grad, a, grad_b, batch, dim);
   }
 }
 
