@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "spattn/csr.hpp"
+#include "spattn/plan.hpp"
 
 namespace spattn {
 
@@ -43,6 +44,41 @@ struct AttentionDims {
   index_t head_dim = 0;    // D of q and k
   index_t value_dim = 0;   // Dv of v and out
   index_t bias_heads = 0;  // 0: no bias; 1: bias [nnz] shared; H: bias [H, nnz], head = problem % H
+  index_t heads = 1;       // H: problem p is (batch p / H, head p % H); only strided layouts (below) use it
+};
+
+// Where the rows of one attention operand ([B, H, N, dim], problem p = b * H + h) live, in elements:
+// row n of problem p starts at (p / H) * batch_stride + (p % H) * head_stride + n * row_stride, and the
+// last axis is contiguous. The CPU attention kernels take these so that q, k and v can be strided views of
+// one fused projection ([B, N, 3, H, D]) and out can be written in [B, N, H, D] order: no copies around
+// the kernel. The contiguous [batch, N, dim] of the contract above is `contiguous(heads, N, dim)`.
+struct OperandLayout {
+  index_t batch_stride = 0;
+  index_t head_stride = 0;
+  index_t row_stride = 0;
+
+  static constexpr OperandLayout contiguous(index_t heads, index_t rows, index_t dim) {
+    return {heads * rows * dim, rows * dim, dim};
+  }
+  // Offset of row 0 of `problem`.
+  constexpr index_t problem_offset(index_t problem, index_t heads) const {
+    return (problem / heads) * batch_stride + (problem % heads) * head_stride;
+  }
+};
+
+// The layouts of the operands of the CPU attention kernels (grad_out is read by the backward only). The
+// backward's gradients grad_q, grad_k and grad_v are always contiguous [batch, N, dim].
+struct AttentionLayouts {
+  OperandLayout q, k, v, out, grad_out;
+
+  static constexpr AttentionLayouts contiguous(CsrView pattern, AttentionDims dims) {
+    const index_t heads = dims.heads;
+    return {OperandLayout::contiguous(heads, pattern.rows, dims.head_dim),
+            OperandLayout::contiguous(heads, pattern.cols, dims.head_dim),
+            OperandLayout::contiguous(heads, pattern.cols, dims.value_dim),
+            OperandLayout::contiguous(heads, pattern.rows, dims.value_dim),
+            OperandLayout::contiguous(heads, pattern.rows, dims.value_dim)};
+  }
 };
 
 namespace cpu {
@@ -72,22 +108,47 @@ void spmm_backward(CsrView pattern, TransposedView transposed, const T* grad_out
                    T* grad_values, T* grad_b, index_t batch, index_t dim);
 
 // ---- fused attention -----------------------------------------------------------------------------------
-// out = softmax(scale * q k^T + bias on the pattern) v, with an online softmax per row; lse gets each row's
-// log-sum-exp of the biased, scaled scores.
+// out = softmax(scale * q k^T + bias on the pattern) v, with an online softmax per row; lse [batch, rows]
+// gets each row's log-sum-exp of the biased, scaled scores. With an execution plan (`groups`, from
+// build_plan; groups.groups == 0 for none) the rows of each group, which share their columns, run as one
+// small dense attention problem (keys and values gathered once, register-blocked products); groups too
+// small or too long for that, and every row without a plan, take the row-by-row path. Same results up to
+// rounding.
+template <typename T>
+void attention_forward(CsrView pattern, GroupsView groups, const T* q, const T* k, const T* v, const T* bias,
+                       AttentionDims dims, const AttentionLayouts& layouts, double scale, T* out,
+                       accumulate_t<T>* lse);
+
+// Contiguous operands, no plan.
 template <typename T>
 void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, const T* bias, AttentionDims dims,
-                       double scale, T* out, accumulate_t<T>* lse);
+                       double scale, T* out, accumulate_t<T>* lse) {
+  attention_forward(pattern, GroupsView{}, q, k, v, bias, dims, AttentionLayouts::contiguous(pattern, dims), scale,
+                    out, lse);
+}
 
 // Scratch needed by attention_backward, in elements of accumulate_t<T>.
 index_t attention_backward_workspace_size(CsrView pattern, AttentionDims dims);
 
 // Gradients of attention_forward, probabilities recomputed from lse. grad_bias ([bias_heads, nnz], may be
-// null) is summed over the problems that share a head. dK and dV reduce over the transposed pattern.
+// null) is summed over the problems that share a head. dK and dV reduce over the transposed pattern, except
+// where a plan's group owns a column outright (no other group's rows use it): that group reduces it.
+// grad_q, grad_k, grad_v are contiguous [batch, N, dim] whatever `layouts` says of the inputs.
+template <typename T>
+void attention_backward(CsrView pattern, TransposedView transposed, GroupsView groups, const T* q, const T* k,
+                        const T* v, const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
+                        AttentionDims dims, const AttentionLayouts& layouts, double scale, T* grad_q, T* grad_k,
+                        T* grad_v, T* grad_bias, accumulate_t<T>* workspace);
+
+// Contiguous operands, no plan.
 template <typename T>
 void attention_backward(CsrView pattern, TransposedView transposed, const T* q, const T* k, const T* v,
                         const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
                         AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
-                        accumulate_t<T>* workspace);
+                        accumulate_t<T>* workspace) {
+  attention_backward(pattern, transposed, GroupsView{}, q, k, v, bias, out, grad_out, lse, dims,
+                     AttentionLayouts::contiguous(pattern, dims), scale, grad_q, grad_k, grad_v, grad_bias, workspace);
+}
 
 }  // namespace cpu
 }  // namespace spattn

@@ -22,49 +22,53 @@ index_t attention_backward_workspace_size(CsrView pattern, AttentionDims dims) {
 namespace {
 namespace baseline {
 #include "attention_backward_kernel.inc"
+#include "attention_backward_grouped_kernel.inc"
 }  // namespace baseline
 #if SPATTN_CPU_DISPATCH_AVX2
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace avx2 {
 #include "attention_backward_kernel.inc"
+#include "attention_backward_grouped_kernel.inc"
 }  // namespace avx2
 #pragma GCC pop_options
 #endif
 }  // namespace
 
 // Common head dims get a copy with the dim fixed at compile time; any other dim takes the generic copy.
-#define SPATTN_DISPATCH_DIM(ISA)                                                                                \
-  switch (dims.head_dim == dims.value_dim ? dims.head_dim : 0) {                                                \
-    case 32:                                                                                                    \
-      return ISA::attention_backward_kernel<T, 32>(pattern, transposed, q, k, v, bias, out, grad_out, lse, dims,  \
-                                                   scale, grad_q, grad_k, grad_v, grad_bias, workspace);         \
-    case 64:                                                                                                    \
-      return ISA::attention_backward_kernel<T, 64>(pattern, transposed, q, k, v, bias, out, grad_out, lse, dims,  \
-                                                   scale, grad_q, grad_k, grad_v, grad_bias, workspace);         \
-    default:                                                                                                    \
-      return ISA::attention_backward_kernel<T, 0>(pattern, transposed, q, k, v, bias, out, grad_out, lse, dims,   \
-                                                  scale, grad_q, grad_k, grad_v, grad_bias, workspace);          \
+#define SPATTN_DISPATCH_DIM(KERNEL, ...)                      \
+  switch (dims.head_dim == dims.value_dim ? dims.head_dim : 0) { \
+    case 32: return KERNEL<T, 32>(__VA_ARGS__);                  \
+    case 64: return KERNEL<T, 64>(__VA_ARGS__);                  \
+    default: return KERNEL<T, 0>(__VA_ARGS__);                   \
   }
+#define SPATTN_DISPATCH(ISA)                                                                                     \
+  if (groups.groups > 0) {                                                                                        \
+    SPATTN_DISPATCH_DIM(ISA::attention_backward_grouped_kernel, pattern, transposed, groups, q, k, v, bias, out,  \
+                        grad_out, lse, dims, layouts, scale, grad_q, grad_k, grad_v, grad_bias, workspace)        \
+  }                                                                                                               \
+  SPATTN_DISPATCH_DIM(ISA::attention_backward_kernel, pattern, transposed, q, k, v, bias, out, grad_out, lse, dims, \
+                      layouts, scale, grad_q, grad_k, grad_v, grad_bias, workspace)
 
 template <typename T>
-void attention_backward(CsrView pattern, TransposedView transposed, const T* q, const T* k, const T* v,
-                        const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
-                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
-                        accumulate_t<T>* workspace) {
+void attention_backward(CsrView pattern, TransposedView transposed, GroupsView groups, const T* q, const T* k,
+                        const T* v, const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
+                        AttentionDims dims, const AttentionLayouts& layouts, double scale, T* grad_q, T* grad_k,
+                        T* grad_v, T* grad_bias, accumulate_t<T>* workspace) {
 #if SPATTN_CPU_DISPATCH_AVX2
   if (detail::cpu_has_avx2_fma()) {
-    SPATTN_DISPATCH_DIM(avx2)
+    SPATTN_DISPATCH(avx2)
   }
 #endif
-  SPATTN_DISPATCH_DIM(baseline)
+  SPATTN_DISPATCH(baseline)
 }
+#undef SPATTN_DISPATCH
 #undef SPATTN_DISPATCH_DIM
 
 #define SPATTN_INSTANTIATE(T)                                                                                  \
-  template void attention_backward<T>(CsrView, TransposedView, const T*, const T*, const T*, const T*, const T*, \
-                                      const T*, const accumulate_t<T>*, AttentionDims, double, T*, T*, T*, T*,   \
-                                      accumulate_t<T>*);
+  template void attention_backward<T>(CsrView, TransposedView, GroupsView, const T*, const T*, const T*, const T*, \
+                                      const T*, const T*, const accumulate_t<T>*, AttentionDims,                 \
+                                      const AttentionLayouts&, double, T*, T*, T*, T*, accumulate_t<T>*);
 SPATTN_INSTANTIATE(float)
 SPATTN_INSTANTIATE(double)
 SPATTN_INSTANTIATE(bfloat16)

@@ -19,40 +19,50 @@ constexpr index_t block_entries = 64;
 namespace {
 namespace baseline {
 #include "attention_forward_kernel.inc"
+#include "attention_forward_grouped_kernel.inc"
 }  // namespace baseline
 #if SPATTN_CPU_DISPATCH_AVX2
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace avx2 {
 #include "attention_forward_kernel.inc"
+#include "attention_forward_grouped_kernel.inc"
 }  // namespace avx2
 #pragma GCC pop_options
 #endif
 }  // namespace
 
 // Common head dims get a copy with the dim fixed at compile time; any other dim takes the generic copy.
-#define SPATTN_DISPATCH_DIM(ISA)                                                                         \
-  switch (dims.head_dim == dims.value_dim ? dims.head_dim : 0) {                                         \
-    case 32: return ISA::attention_forward_kernel<T, 32>(pattern, q, k, v, bias, dims, scale, out, lse); \
-    case 64: return ISA::attention_forward_kernel<T, 64>(pattern, q, k, v, bias, dims, scale, out, lse); \
-    default: return ISA::attention_forward_kernel<T, 0>(pattern, q, k, v, bias, dims, scale, out, lse);  \
+#define SPATTN_DISPATCH_DIM(KERNEL, ...)                      \
+  switch (dims.head_dim == dims.value_dim ? dims.head_dim : 0) { \
+    case 32: return KERNEL<T, 32>(__VA_ARGS__);                  \
+    case 64: return KERNEL<T, 64>(__VA_ARGS__);                  \
+    default: return KERNEL<T, 0>(__VA_ARGS__);                   \
   }
+#define SPATTN_DISPATCH(ISA)                                                                                  \
+  if (groups.groups > 0) {                                                                                     \
+    SPATTN_DISPATCH_DIM(ISA::attention_forward_grouped_kernel, pattern, groups, q, k, v, bias, dims, layouts,  \
+                        scale, out, lse)                                                                       \
+  }                                                                                                            \
+  SPATTN_DISPATCH_DIM(ISA::attention_forward_kernel, pattern, q, k, v, bias, dims, layouts, scale, out, lse)
 
 template <typename T>
-void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, const T* bias, AttentionDims dims,
-                       double scale, T* out, accumulate_t<T>* lse) {
+void attention_forward(CsrView pattern, GroupsView groups, const T* q, const T* k, const T* v, const T* bias,
+                       AttentionDims dims, const AttentionLayouts& layouts, double scale, T* out,
+                       accumulate_t<T>* lse) {
 #if SPATTN_CPU_DISPATCH_AVX2
   if (detail::cpu_has_avx2_fma()) {
-    SPATTN_DISPATCH_DIM(avx2)
+    SPATTN_DISPATCH(avx2)
   }
 #endif
-  SPATTN_DISPATCH_DIM(baseline)
+  SPATTN_DISPATCH(baseline)
 }
+#undef SPATTN_DISPATCH
 #undef SPATTN_DISPATCH_DIM
 
 #define SPATTN_INSTANTIATE(T)                                                                                  \
-  template void attention_forward<T>(CsrView, const T*, const T*, const T*, const T*, AttentionDims, double, T*, \
-                                     accumulate_t<T>*);
+  template void attention_forward<T>(CsrView, GroupsView, const T*, const T*, const T*, const T*, AttentionDims, \
+                                     const AttentionLayouts&, double, T*, accumulate_t<T>*);
 SPATTN_INSTANTIATE(float)
 SPATTN_INSTANTIATE(double)
 SPATTN_INSTANTIATE(bfloat16)
