@@ -268,46 +268,169 @@ void check_spmm(index_t dim, unsigned seed) {
   CHECK(close(grad_b_t, grad_b));
 }
 
+// ---- attention: every variant of the kernels against one reference ------------------------------------
+// An operand [B, H, N, dim] stored as [B, N, H, dim + 3]: strided like q/k/v views of a fused projection,
+// with 3 padding elements per row that hold NaN, so a kernel reading outside a row poisons its results
+// and a kernel writing outside a row is caught by check_padding.
+constexpr index_t row_padding = 3;
+
+spattn::OperandLayout strided(index_t heads, index_t rows, index_t dim) {
+  const index_t padded = dim + row_padding;
+  return {rows * heads * padded, padded, heads * padded};
+}
+
 template <typename T>
-void check_attention(index_t head_dim, index_t value_dim, index_t bias_heads, unsigned seed, bool mask_a_row = false,
-                     index_t rows_count = 14, index_t cols_count = 9, bool paired_rows = false) {
+std::vector<T> to_strided(const std::vector<T>& contiguous, index_t batch, index_t heads, index_t rows, index_t dim) {
+  const index_t padded = dim + row_padding;
+  std::vector<T> result(batch * rows * padded, from_double<T>(std::numeric_limits<double>::quiet_NaN()));
+  for (index_t p = 0; p < batch; ++p) {
+    for (index_t n = 0; n < rows; ++n) {
+      const index_t b = p / heads, h = p % heads;
+      std::copy_n(&contiguous[(p * rows + n) * dim], dim, &result[((b * rows + n) * heads + h) * padded]);
+    }
+  }
+  return result;
+}
+
+template <typename T>
+std::vector<T> from_strided(const std::vector<T>& strided_values, index_t batch, index_t heads, index_t rows,
+                            index_t dim) {
+  const index_t padded = dim + row_padding;
+  std::vector<T> result(batch * rows * dim);
+  for (index_t p = 0; p < batch; ++p) {
+    for (index_t n = 0; n < rows; ++n) {
+      const index_t b = p / heads, h = p % heads;
+      std::copy_n(&strided_values[((b * rows + n) * heads + h) * padded], dim, &result[(p * rows + n) * dim]);
+    }
+  }
+  return result;
+}
+
+// The padding elements of a strided output are untouched (still NaN).
+template <typename T>
+bool check_padding(const std::vector<T>& strided_values, index_t dim) {
+  const index_t padded = dim + row_padding;
+  for (std::size_t i = 0; i < strided_values.size(); ++i) {
+    if (static_cast<index_t>(i % padded) >= dim && !std::isnan(to_double(strided_values[i]))) return false;
+  }
+  return true;
+}
+
+struct AttentionVariant {
+  bool plan;
+  bool strided;
+};
+constexpr AttentionVariant attention_variants[] = {{false, false}, {true, false}, {false, true}, {true, true}};
+
+template <typename T>
+void check_attention_problem(const Problem& problem, index_t heads, index_t head_dim, index_t value_dim,
+                             index_t bias_heads, unsigned seed, bool mask_a_row) {
   using Acc = spattn::accumulate_t<T>;
-  const index_t heads = 2;
-  const Problem problem = make_problem(rows_count, cols_count, 2 * heads, seed, paired_rows);
   const Csr& p = problem.pattern;
   const index_t rows = p.rows(), cols = p.cols(), nnz = p.nnz(), batch = problem.batch;
-  const AttentionDims dims{batch, head_dim, value_dim, bias_heads};
+  const AttentionDims dims{batch, head_dim, value_dim, bias_heads, heads};
   const double scale = 0.75;
   const auto q = random_values(batch * rows * head_dim, seed + 1), k = random_values(batch * cols * head_dim, seed + 2);
   const auto v = random_values(batch * cols * value_dim, seed + 3);
   const auto grad_out = random_values(batch * rows * value_dim, seed + 4);
   auto bias = random_values(std::max<index_t>(bias_heads, 1) * nnz, seed + 5);
-  if (mask_a_row) {
+  if (mask_a_row && rows > 3) {
     for (index_t e = p.row_offsets()[3]; e < p.row_offsets()[4]; ++e) bias[e] = negative_infinity;
   }
   const AttentionReference expected =
       reference_attention(problem, q, k, v, bias_heads > 0 ? &bias : nullptr, grad_out, dims, scale);
+  const spattn::ExecutionPlan plan = spattn::build_plan(p.view());
 
-  const auto q_t = convert<T>(q), k_t = convert<T>(k), v_t = convert<T>(v), grad_out_t = convert<T>(grad_out);
-  const auto bias_t = convert<T>(bias);
-  const T* bias_pointer = bias_heads > 0 ? bias_t.data() : nullptr;
-  std::vector<T> out(batch * rows * value_dim);
-  std::vector<Acc> lse(batch * rows);
-  spattn::cpu::attention_forward(p.view(), q_t.data(), k_t.data(), v_t.data(), bias_pointer, dims, scale, out.data(),
-                                 lse.data());
-  CHECK(close(out, expected.out));
-  CHECK(close(lse, expected.lse));
+  for (const AttentionVariant variant : attention_variants) {
+    std::printf("  %s, %s operands\n", variant.plan ? "plan" : "no plan", variant.strided ? "strided" : "contiguous");
+    const spattn::GroupsView groups =
+        variant.plan ? spattn::GroupsView{plan.groups(), plan.group_offsets.data(), plan.group_rows.data()}
+                     : spattn::GroupsView{};
+    auto layouts = spattn::AttentionLayouts::contiguous(p.view(), dims);
+    auto q_t = convert<T>(q), k_t = convert<T>(k), v_t = convert<T>(v), grad_out_t = convert<T>(grad_out);
+    std::vector<T> out(batch * rows * value_dim);
+    if (variant.strided) {
+      layouts = {strided(heads, rows, head_dim), strided(heads, cols, head_dim), strided(heads, cols, value_dim),
+                 strided(heads, rows, value_dim), strided(heads, rows, value_dim)};
+      q_t = to_strided(q_t, batch, heads, rows, head_dim), k_t = to_strided(k_t, batch, heads, cols, head_dim);
+      v_t = to_strided(v_t, batch, heads, cols, value_dim);
+      grad_out_t = to_strided(grad_out_t, batch, heads, rows, value_dim);
+      out = to_strided(out, batch, heads, rows, value_dim);
+    }
+    const auto bias_t = convert<T>(bias);
+    const T* bias_pointer = bias_heads > 0 ? bias_t.data() : nullptr;
+    std::vector<Acc> lse(batch * rows);
+    spattn::cpu::attention_forward(p.view(), groups, q_t.data(), k_t.data(), v_t.data(), bias_pointer, dims, layouts,
+                                   scale, out.data(), lse.data());
+    if (variant.strided) {
+      CHECK(check_padding(out, value_dim));
+      CHECK(close(from_strided(out, batch, heads, rows, value_dim), expected.out));
+    } else {
+      CHECK(close(out, expected.out));
+    }
+    CHECK(close(lse, expected.lse));
 
-  std::vector<T> grad_q(q.size()), grad_k(k.size()), grad_v(v.size()), grad_bias(bias.size());
-  std::vector<Acc> workspace(spattn::cpu::attention_backward_workspace_size(p.view(), dims));
-  spattn::cpu::attention_backward(p.view(), problem.transposed_view(), q_t.data(), k_t.data(), v_t.data(),
-                                  bias_pointer, out.data(), grad_out_t.data(), lse.data(), dims, scale, grad_q.data(),
-                                  grad_k.data(), grad_v.data(), bias_heads > 0 ? grad_bias.data() : nullptr,
-                                  workspace.data());
-  CHECK(close(grad_q, expected.grad_q));
-  CHECK(close(grad_k, expected.grad_k));
-  CHECK(close(grad_v, expected.grad_v));
-  if (bias_heads > 0) CHECK(close(grad_bias, expected.grad_bias));
+    std::vector<T> grad_q(q.size()), grad_k(k.size()), grad_v(v.size()), grad_bias(bias.size());
+    std::vector<Acc> workspace(spattn::cpu::attention_backward_workspace_size(p.view(), dims));
+    spattn::cpu::attention_backward(p.view(), problem.transposed_view(), groups, q_t.data(), k_t.data(), v_t.data(),
+                                    bias_pointer, out.data(), grad_out_t.data(), lse.data(), dims, layouts, scale,
+                                    grad_q.data(), grad_k.data(), grad_v.data(),
+                                    bias_heads > 0 ? grad_bias.data() : nullptr, workspace.data());
+    CHECK(close(grad_q, expected.grad_q));
+    CHECK(close(grad_k, expected.grad_k));
+    CHECK(close(grad_v, expected.grad_v));
+    if (bias_heads > 0) CHECK(close(grad_bias, expected.grad_bias));
+  }
+}
+
+template <typename T>
+void check_attention(index_t head_dim, index_t value_dim, index_t bias_heads, unsigned seed, bool mask_a_row = false,
+                     index_t rows_count = 14, index_t cols_count = 9, bool paired_rows = false) {
+  const index_t heads = 2;
+  const Problem problem = make_problem(rows_count, cols_count, 2 * heads, seed, paired_rows);
+  check_attention_problem<T>(problem, heads, head_dim, value_dim, bias_heads, seed, mask_a_row);
+}
+
+// Rows in groups sharing their columns, as an execution plan sees them: `templates` column sets (one empty,
+// some owning their columns outright like Swin's windows, some overlapping others), each row taking one
+// of them, scattered over the rows, and a few rows with columns of their own.
+Problem make_grouped_problem(index_t rows, index_t cols, index_t batch, unsigned seed, index_t templates = 6) {
+  std::mt19937 engine(seed);
+  std::vector<std::vector<std::uint8_t>> column_sets(static_cast<std::size_t>(templates),
+                                                     std::vector<std::uint8_t>(cols, 0));
+  const index_t owned = cols / 2;  // columns [0, owned) are split between the first templates, disjointly
+  for (index_t c = 0; c < owned; ++c) column_sets[c % std::max<index_t>(templates / 2, 1)][c] = 1;
+  std::bernoulli_distribution bit(0.5);
+  for (index_t t = templates / 2; t + 1 < templates; ++t) {
+    for (index_t c = owned; c < cols; ++c) column_sets[t][c] = bit(engine);
+  }
+  // column_sets.back() stays empty: rows without entries as a group.
+  std::uniform_int_distribution<index_t> pick(0, templates - 1);
+  std::bernoulli_distribution own_columns(0.1), dense_bit(0.3);
+  std::vector<std::uint8_t> mask(rows * cols);
+  for (index_t r = 0; r < rows; ++r) {
+    if (own_columns(engine)) {
+      for (index_t c = owned; c < cols; ++c) mask[r * cols + c] = dense_bit(engine);
+    } else {
+      const auto& set = column_sets[pick(engine)];
+      std::copy(set.begin(), set.end(), mask.begin() + r * cols);
+    }
+  }
+  Problem problem{Csr::from_dense(mask.data(), rows, cols), {}, batch, {}};
+  problem.transposed = spattn::transpose(problem.pattern.view());
+  for (index_t r = 0; r < rows; ++r) {
+    for (index_t e = problem.pattern.row_offsets()[r]; e < problem.pattern.row_offsets()[r + 1]; ++e) {
+      problem.row_of_entry.push_back(r);
+    }
+  }
+  return problem;
+}
+
+template <typename T>
+void check_grouped_attention(index_t rows, index_t cols, index_t heads, index_t head_dim, index_t value_dim,
+                             index_t bias_heads, unsigned seed, bool mask_a_row = false) {
+  const Problem problem = make_grouped_problem(rows, cols, 2 * heads, seed);
+  check_attention_problem<T>(problem, heads, head_dim, value_dim, bias_heads, seed, mask_a_row);
 }
 
 template <typename T>
@@ -328,6 +451,15 @@ void check_all_kernels() {
     check_attention<T>(dim, dim, 2, 38 + static_cast<unsigned>(dim), true, 14, 9, true);
     check_attention<T>(dim, dim, 0, 39 + static_cast<unsigned>(dim), false, 11, 150, true);
   }
+  // Groups of rows sharing their columns (the execution plan's dense path), with odd sizes, Nq != Nk, long
+  // groups, and every head dim the kernels specialise plus odd ones.
+  check_grouped_attention<T>(120, 70, 2, 32, 32, 2, 50);
+  check_grouped_attention<T>(97, 131, 3, 64, 64, 1, 51, true);
+  check_grouped_attention<T>(61, 23, 1, 5, 7, 1, 52);
+  check_grouped_attention<T>(200, 90, 2, 33, 33, 0, 53);
+  check_grouped_attention<T>(40, 300, 2, 16, 16, 2, 54);
+  check_grouped_attention<T>(33, 9, 2, 1, 1, 2, 55, true);
+  check_grouped_attention<T>(150, 200, 1, 128, 128, 1, 56);
 }
 
 }  // namespace
