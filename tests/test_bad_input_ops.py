@@ -78,14 +78,14 @@ CASES = {
                        ValueError, "row_offsets"),
     "binding_non_contiguous": (lambda: _C.cpu_sddmm(q4()[0].transpose(1, 2), k4()[0], *CSR, torch.empty(3, NNZ)),
                                ValueError, "a"),
-    "binding_lse_dtype": (lambda: _C.cpu_attention_forward(q4()[0], k4()[0], k4()[0], None, *CSR, 1.0,
+    "binding_lse_dtype": (lambda: _C.cpu_attention_forward(q4()[0], k4()[0], k4()[0], None, *CSR, None, None, 1.0,
                                                            torch.empty(3, 6, 4),
                                                            torch.empty(3, 6, dtype=torch.float64)),
                           ValueError, "lse"),
     "binding_workspace_too_small": (lambda: _C.cpu_attention_backward(
         *(torch.zeros(3, 6, 4),) * 2, k4()[0], k4()[0], None, torch.zeros(3, 6, 4), torch.zeros(3, 6), *CSR,
-        T_PATTERN.row_offsets, T_PATTERN.col_indices, PERMUTATION, 1.0, torch.empty(3, 6, 4), torch.empty(3, 5, 4),
-        torch.empty(3, 5, 4), None, torch.empty(1)), ValueError, "workspace"),
+        T_PATTERN.row_offsets, T_PATTERN.col_indices, PERMUTATION, None, None, 1.0, torch.empty(3, 6, 4),
+        torch.empty(3, 5, 4), torch.empty(3, 5, 4), None, torch.empty(1)), ValueError, "workspace"),
 }
 
 

@@ -133,15 +133,16 @@ def spmm(values: Tensor, b: Tensor, pattern: Pattern) -> Tensor:
 
 
 # ---- attention -------------------------------------------------------------------------------------------
-# The grouped CUDA kernel (one thread block per group of rows sharing their columns, their keys and values
-# read once into shared memory) pays off when groups have several rows and their keys fit a few tiles of
-# shared memory: Swin windows have 49 rows of 49 keys. Other patterns take the generic kernel. Eager mode
-# only: the plan is built on the host the first time (then cached on the pattern), which tracing cannot do.
-# A thread block serves all rows of a group, so one huge group would serialise on one block: capped.
+# The grouped kernels serve each group of rows sharing their columns (Swin windows: 49 rows of 49 keys) as
+# one small dense problem, its keys and values read once. That pays off when groups have several rows on
+# average; other patterns take the row-by-row kernels. Eager mode only: the plan is built on the host the
+# first time (then cached on the pattern), which tracing cannot do. On CUDA a thread block serves all rows
+# of a group, so one huge group would serialise on one block, and keys must fit shared memory: capped. (The
+# CPU kernel splits big groups across threads and sends groups it cannot serve densely row by row.)
 _GROUPED_MIN_ROWS_PER_GROUP = 4
-_GROUPED_MAX_GROUP_ROWS = 1024
-_GROUPED_MAX_MEAN_ROW_LENGTH = 256
-_GROUPED_MAX_DIM = 128
+_CUDA_GROUPED_MAX_GROUP_ROWS = 1024
+_CUDA_GROUPED_MAX_MEAN_ROW_LENGTH = 256
+_CUDA_GROUPED_MAX_DIM = 128
 
 
 def _plan_statistics(pattern: Pattern) -> tuple[int, int]:
@@ -156,15 +157,18 @@ def _plan_statistics(pattern: Pattern) -> tuple[int, int]:
     return cpu.cached("grouped_plan_statistics", compute)
 
 
-def _grouped_plan(pattern: Pattern, q3: Tensor, v3: Tensor) -> tuple[Tensor, Tensor] | None:
-    """The pattern's plan when the grouped kernel should run, else None."""
+def _grouped_plan(pattern: Pattern, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The pattern's plan when the grouped kernels should run, else None."""
     n_rows = pattern.shape[0]
-    if q3.device.type != "cuda" or torch.compiler.is_compiling() or n_rows == 0 or \
-            max(q3.shape[-1], v3.shape[-1]) > _GROUPED_MAX_DIM or \
-            pattern.nnz > _GROUPED_MAX_MEAN_ROW_LENGTH * n_rows:
+    if torch.compiler.is_compiling() or n_rows == 0:
+        return None
+    if q.device.type == "cuda" and (max(q.shape[-1], v.shape[-1]) > _CUDA_GROUPED_MAX_DIM or
+                                    pattern.nnz > _CUDA_GROUPED_MAX_MEAN_ROW_LENGTH * n_rows):
         return None
     groups, largest = _plan_statistics(pattern)
-    if n_rows < _GROUPED_MIN_ROWS_PER_GROUP * groups or largest > _GROUPED_MAX_GROUP_ROWS:
+    if n_rows < _GROUPED_MIN_ROWS_PER_GROUP * groups:
+        return None
+    if q.device.type == "cuda" and largest > _CUDA_GROUPED_MAX_GROUP_ROWS:
         return None
     return pattern.plan()
 
@@ -208,21 +212,23 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Patte
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
 
     _prepare_backward(pattern, q, k, v, bias)
-    q3, k3, v3 = _as_batch(q, 2), _as_batch(k, 2), _as_batch(v, 2)
-    out_shape = (*q.shape[:-1], v.shape[-1])
     if dropout_p > 0.0:
+        q3, k3, v3 = _as_batch(q, 2), _as_batch(k, 2), _as_batch(v, 2)
         scores = ops.sddmm(q3, k3, pattern.row_offsets, pattern.col_indices) * scale
         if bias is not None:
             problems = q3.shape[0]
             scores = (scores.view(problems // heads, heads, pattern.nnz) + bias).view(problems, pattern.nnz)
         probabilities = ops.sparse_softmax(scores, pattern.row_offsets, pattern.col_indices)
         probabilities = torch.nn.functional.dropout(probabilities, dropout_p, training=True)
-        return ops.spmm(probabilities, v3, pattern.row_offsets, pattern.col_indices).view(out_shape)
+        out = ops.spmm(probabilities, v3, pattern.row_offsets, pattern.col_indices)
+        return out.view(*q.shape[:-1], v.shape[-1])
+    # The fused ops take q, k, v as they are (on the CPU even strided: views of a fused projection cost no
+    # copy) and return out shaped like q; on the CPU a 4-D out lies in [B, N, H, Dv] memory order.
     bias2d = None if bias is None else bias.contiguous().view(bias.shape[0] if bias.ndim == 2 else 1, pattern.nnz)
-    plan = _grouped_plan(pattern, q3, v3)
+    plan = _grouped_plan(pattern, q, v)
     if plan is not None:
-        out, _ = ops.attention_forward_grouped(q3, k3, v3, bias2d, pattern.row_offsets, pattern.col_indices, *plan,
+        out, _ = ops.attention_forward_grouped(q, k, v, bias2d, pattern.row_offsets, pattern.col_indices, *plan,
                                                scale)
     else:
-        out, _ = ops.attention_forward(q3, k3, v3, bias2d, pattern.row_offsets, pattern.col_indices, scale)
-    return out.view(out_shape)
+        out, _ = ops.attention_forward(q, k, v, bias2d, pattern.row_offsets, pattern.col_indices, scale)
+    return out

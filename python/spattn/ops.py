@@ -1,8 +1,8 @@
 """The torch custom ops of spattn (namespace ``spattn``): schema, CPU kernel, fake kernel and autograd,
 one short block per op.
 
-Every op takes 3-D contiguous tensors (``[batch, N, D]``) and pattern values ``[batch, nnz]`` in CSR
-order; :mod:`spattn.functional` checks and reshapes user inputs before calling them. The pattern travels
+Every op takes 3-D tensors (``[batch, N, D]``; the attention ops also ``[B, H, N, D]``) and pattern values
+``[batch, nnz]`` in CSR order; :mod:`spattn.functional` checks and reshapes user inputs before calling them. The pattern travels
 as its ``row_offsets``/``col_indices`` tensors; its number of columns is ``b.shape[1]`` (``k.shape[1]``).
 The backward ops are custom ops too, so ``torch.compile`` sees no graph break; they take the transposed
 pattern (``t_row_offsets``, ``t_col_indices``, ``permutation``). CUDA kernels for the same ops are
@@ -11,6 +11,7 @@ registered elsewhere with ``op.register_kernel("cuda")``.
 
 from __future__ import annotations
 
+import math
 import weakref
 from typing import Optional
 
@@ -209,53 +210,80 @@ spmm.register_autograd(_spmm_autograd, setup_context=_spmm_setup_context)
 
 
 # ---- fused attention -------------------------------------------------------------------------------------
+# q, k, v are [batch, N, D] or [B, H, N, D]. On the CPU they may be strided (views of one fused projection:
+# the kernels take the strides, only the last axis must be contiguous), and a 4-D out is written in
+# [B, N, H, Dv] memory order, so that the usual out.transpose(1, 2).reshape(B, N, H * Dv) is a view: no
+# copies around the kernel. lse is contiguous [.., Nq]. Gradients are contiguous, shaped like the inputs.
+def _rows_contiguous(*tensors):
+    """Each tensor with a contiguous last axis (a copy only when it is not)."""
+    return [t if t is None or t.shape[-1] <= 1 or t.stride(-1) == 1 else t.contiguous() for t in tensors]
+
+
+def _attention_outputs(q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """``(out, lse)`` as the kernels of q's device write them (see above)."""
+    lse = q.new_empty(q.shape[:-1], dtype=_lse_dtype(q.dtype))
+    if q.dim() == 4 and q.device.type == "cpu":
+        batch, heads, rows, _ = q.shape
+        return q.new_empty(batch, rows, heads, v.shape[-1]).transpose(1, 2), lse
+    return q.new_empty(*q.shape[:-1], v.shape[-1]), lse
+
+
 @torch.library.custom_op("spattn::attention_forward", mutates_args=(), device_types="cpu")
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], row_offsets: Tensor,
                       col_indices: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """``out [batch, Nq, Dv]`` and ``lse [batch, Nq]`` (float64 for float64 inputs, else float32)."""
-    q, k, v, bias = _contiguous(q, k, v, bias)
-    out = q.new_empty(q.shape[0], q.shape[1], v.shape[2])
-    lse = q.new_empty(q.shape[0], q.shape[1], dtype=_lse_dtype(q.dtype))
-    _C.cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, scale, out, lse)
+    """``out [.., Nq, Dv]`` and ``lse [.., Nq]`` (float64 for float64 inputs, else float32)."""
+    return _cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, None, None, scale)
+
+
+def _cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale):
+    q, k, v = _rows_contiguous(q, k, v)
+    (bias,) = _contiguous(bias)
+    out, lse = _attention_outputs(q, v)
+    _C.cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale, out, lse)
     return out, lse
 
 
 @attention_forward.register_fake
 def _(q, k, v, bias, row_offsets, col_indices, scale):
-    return (q.new_empty(q.shape[0], q.shape[1], v.shape[2]),
-            q.new_empty(q.shape[0], q.shape[1], dtype=_lse_dtype(q.dtype)))
+    return _attention_outputs(q, v)
 
 
 @torch.library.custom_op(
     "spattn::attention_backward", mutates_args=(), device_types="cpu",
     schema="(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor out, Tensor lse, "
            "Tensor row_offsets, Tensor col_indices, Tensor t_row_offsets, Tensor t_col_indices, "
-           "Tensor permutation, float scale, bool bias_requires_grad) -> (Tensor, Tensor, Tensor, Tensor?)")
+           "Tensor permutation, float scale, bool bias_requires_grad, Tensor? group_offsets=None, "
+           "Tensor? group_rows=None) -> (Tensor, Tensor, Tensor, Tensor?)")
 def attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices,
-                       permutation, scale, bias_requires_grad):
+                       permutation, scale, bias_requires_grad, group_offsets=None, group_rows=None):
     """``(grad_q, grad_k, grad_v, grad_bias)``; ``grad_bias`` ``[bias_heads, nnz]`` only when
-    ``bias_requires_grad`` (and a bias is given), else None."""
-    grad_out, q, k, v, bias, out, lse = _contiguous(grad_out, q, k, v, bias, out, lse)
-    grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    grad_bias = torch.empty_like(bias) if bias is not None and bias_requires_grad else None
+    ``bias_requires_grad`` (and a bias is given), else None. With the pattern's plan (``group_offsets``,
+    ``group_rows``) the CPU kernel runs groups of rows sharing their columns as dense problems."""
+    grad_out, q, k, v, out = _rows_contiguous(grad_out, q, k, v, out)
+    bias, lse = _contiguous(bias, lse)
+    like = lambda t: torch.empty(t.shape, dtype=t.dtype, device=t.device)  # noqa: E731  (contiguous)
+    grad_q, grad_k, grad_v = like(q), like(k), like(v)
+    grad_bias = like(bias) if bias is not None and bias_requires_grad else None
     # Scratch owned by torch, as the core never allocates: per-entry probabilities and score gradients.
-    workspace = lse.new_empty(_C.cpu_attention_backward_workspace_size(q.shape[0], col_indices.shape[0]))
+    batch = math.prod(q.shape[:-2])
+    workspace = lse.new_empty(_C.cpu_attention_backward_workspace_size(batch, col_indices.shape[0]))
     _C.cpu_attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets,
-                              t_col_indices, permutation, scale, grad_q, grad_k, grad_v, grad_bias, workspace)
+                              t_col_indices, permutation, group_offsets, group_rows, scale, grad_q, grad_k, grad_v,
+                              grad_bias, workspace)
     return grad_q, grad_k, grad_v, grad_bias
 
 
 @attention_backward.register_fake
 def _(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices, permutation,
-      scale, bias_requires_grad):
+      scale, bias_requires_grad, group_offsets=None, group_rows=None):
     like = lambda t: torch.empty_like(t, memory_format=torch.contiguous_format)  # noqa: E731
     return like(q), like(k), like(v), (like(bias) if bias is not None and bias_requires_grad else None)
 
 
-def _attention_setup_context(ctx, inputs, output):
+def _attention_setup_context(ctx, inputs, output, plan=(None, None)):
     q, k, v, bias, row_offsets, col_indices, scale = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, bias, out, lse, row_offsets, col_indices)
+    ctx.save_for_backward(q, k, v, bias, out, lse, row_offsets, col_indices, *plan)
     ctx.scale = scale
     ctx.bias_requires_grad = bias is not None and ctx.needs_input_grad[3]
     # lse is an output for the backward pass, not a differentiable result.
@@ -263,10 +291,11 @@ def _attention_setup_context(ctx, inputs, output):
 
 
 def _attention_autograd(ctx, grad_out, grad_lse):
-    q, k, v, bias, out, lse, row_offsets, col_indices = ctx.saved_tensors
+    q, k, v, bias, out, lse, row_offsets, col_indices, group_offsets, group_rows = ctx.saved_tensors
     grad_q, grad_k, grad_v, grad_bias = attention_backward(
         grad_out, q, k, v, bias, out, lse, row_offsets, col_indices,
-        *_transposed(row_offsets, col_indices, k.shape[1]), ctx.scale, ctx.bias_requires_grad)
+        *_transposed(row_offsets, col_indices, k.shape[-2]), ctx.scale, ctx.bias_requires_grad, group_offsets,
+        group_rows)
     return grad_q, grad_k, grad_v, grad_bias, None, None, None
 
 
@@ -274,30 +303,27 @@ attention_forward.register_autograd(_attention_autograd, setup_context=_attentio
 
 
 # ---- fused attention over the execution plan -------------------------------------------------------------
-# attention_forward with the pattern's plan (Pattern.plan(): group_offsets, group_rows), so that the CUDA
-# kernel can serve each group of rows sharing their columns from shared memory. Same results and the same
-# backward (attention_backward); the CPU kernel does not use the plan.
+# attention_forward with the pattern's plan (Pattern.plan(): group_offsets, group_rows): the kernels serve
+# each group of rows sharing their columns as one small dense problem (CPU: register-blocked products over
+# keys and values gathered once; CUDA: keys and values in shared memory). Same results up to rounding; the
+# backward gets the plan too.
 @torch.library.custom_op("spattn::attention_forward_grouped", mutates_args=(), device_types="cpu")
 def attention_forward_grouped(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], row_offsets: Tensor,
                               col_indices: Tensor, group_offsets: Tensor, group_rows: Tensor,
                               scale: float) -> tuple[Tensor, Tensor]:
-    """``out [batch, Nq, Dv]`` and ``lse [batch, Nq]``, as :func:`attention_forward`."""
-    q, k, v, bias = _contiguous(q, k, v, bias)
-    out = q.new_empty(q.shape[0], q.shape[1], v.shape[2])
-    lse = q.new_empty(q.shape[0], q.shape[1], dtype=_lse_dtype(q.dtype))
-    _C.cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, scale, out, lse)
-    return out, lse
+    """``out [.., Nq, Dv]`` and ``lse [.., Nq]``, as :func:`attention_forward`."""
+    return _cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale)
 
 
 @attention_forward_grouped.register_fake
 def _(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale):
-    return (q.new_empty(q.shape[0], q.shape[1], v.shape[2]),
-            q.new_empty(q.shape[0], q.shape[1], dtype=_lse_dtype(q.dtype)))
+    return _attention_outputs(q, v)
 
 
 def _attention_grouped_setup_context(ctx, inputs, output):
-    q, k, v, bias, row_offsets, col_indices, _, _, scale = inputs
-    _attention_setup_context(ctx, (q, k, v, bias, row_offsets, col_indices, scale), output)
+    q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale = inputs
+    _attention_setup_context(ctx, (q, k, v, bias, row_offsets, col_indices, scale), output,
+                             (group_offsets, group_rows))
 
 
 def _attention_grouped_autograd(ctx, grad_out, grad_lse):

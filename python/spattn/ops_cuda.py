@@ -9,6 +9,7 @@ are registered for the "cuda" dispatch key and only run for CUDA tensors.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 from torch.utils.dlpack import to_dlpack
@@ -108,30 +109,42 @@ def _spmm_backward(grad_out, values, b, row_offsets, col_indices, t_row_offsets,
 
 
 # ---- fused attention -------------------------------------------------------------------------------------
+# The ops take [batch, N, D] or [B, H, N, D]; the CUDA kernels read contiguous [batch, N, D].
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    batch = math.prod(tensor.shape[:-2])
+    return tensor.contiguous().view(batch, *tensor.shape[-2:])
+
+
+def _flat_lse(lse: torch.Tensor) -> torch.Tensor:
+    return lse.view(math.prod(lse.shape[:-1]), lse.shape[-1])
+
+
 @_register("attention_forward")
 def _attention_forward(q, k, v, bias, row_offsets, col_indices, scale):
-    out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
-    lse = torch.empty((q.shape[0], q.shape[1]), dtype=torch.float32, device=q.device)
+    out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
+    lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
     with _on_device(q):
-        _C.cuda_attention_forward(_dl(q), _dl(k), _dl(v), _dl(_bias_2d(bias)), _dl(row_offsets), _dl(col_indices),
-                                  float(scale), _dl(out), _dl(lse), _stream(q))
+        _C.cuda_attention_forward(_dl(_flat(q)), _dl(_flat(k)), _dl(_flat(v)), _dl(_bias_2d(bias)), _dl(row_offsets),
+                                  _dl(col_indices), float(scale), _dl(_flat(out)), _dl(_flat_lse(lse)),
+                                  _stream(q))
     return out, lse
 
 
 @_register("attention_forward_grouped")
 def _attention_forward_grouped(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale):
-    out = torch.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype, device=q.device)
-    lse = torch.empty((q.shape[0], q.shape[1]), dtype=torch.float32, device=q.device)
+    out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
+    lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
     with _on_device(q):
-        _C.cuda_attention_forward_grouped(_dl(q), _dl(k), _dl(v), _dl(_bias_2d(bias)), _dl(row_offsets),
-                                          _dl(col_indices), _dl(group_offsets), _dl(group_rows), float(scale),
-                                          _dl(out), _dl(lse), _stream(q))
+        _C.cuda_attention_forward_grouped(_dl(_flat(q)), _dl(_flat(k)), _dl(_flat(v)), _dl(_bias_2d(bias)),
+                                          _dl(row_offsets), _dl(col_indices), _dl(group_offsets), _dl(group_rows),
+                                          float(scale), _dl(_flat(out)), _dl(_flat_lse(lse)), _stream(q))
     return out, lse
 
 
 @_register("attention_backward")
 def _attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices,
-                        permutation, scale, bias_requires_grad):
+                        permutation, scale, bias_requires_grad, group_offsets=None, group_rows=None):
+    # The CUDA backward does not use the plan (group_offsets, group_rows).
     bias_2d = _bias_2d(bias)
     grad_q = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     grad_k = torch.empty(k.shape, dtype=k.dtype, device=k.device)
@@ -140,14 +153,15 @@ def _attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indi
     if bias_2d is not None and bias_requires_grad:
         grad_bias_2d = torch.empty(bias_2d.shape, dtype=bias_2d.dtype, device=bias_2d.device)
     bias_heads = 0 if grad_bias_2d is None else bias_2d.shape[0]
+    batch, rows = math.prod(q.shape[:-2]), q.shape[-2]
     # Scratch owned by torch (the core never allocates): row terms and the partial sums of dBias.
-    workspace_size = _C.cuda_attention_backward_workspace_size(q.shape[0], q.shape[1], col_indices.shape[0],
-                                                               bias_heads)
+    workspace_size = _C.cuda_attention_backward_workspace_size(batch, rows, col_indices.shape[0], bias_heads)
     workspace = torch.empty(workspace_size, dtype=torch.float32, device=q.device)
     with _on_device(q):
-        _C.cuda_attention_backward(_dl(grad_out), _dl(q), _dl(k), _dl(v), _dl(bias_2d), _dl(out), _dl(lse),
-                                   _dl(row_offsets), _dl(col_indices), _dl(t_row_offsets), _dl(t_col_indices),
-                                   _dl(permutation), float(scale), _dl(grad_q), _dl(grad_k), _dl(grad_v),
+        _C.cuda_attention_backward(_dl(_flat(grad_out)), _dl(_flat(q)), _dl(_flat(k)), _dl(_flat(v)), _dl(bias_2d),
+                                   _dl(_flat(out)), _dl(_flat_lse(lse.contiguous())), _dl(row_offsets),
+                                   _dl(col_indices), _dl(t_row_offsets), _dl(t_col_indices), _dl(permutation),
+                                   float(scale), _dl(_flat(grad_q)), _dl(_flat(grad_k)), _dl(_flat(grad_v)),
                                    _dl(grad_bias_2d), _dl(workspace), _stream(q))
     grad_bias = None if grad_bias_2d is None else grad_bias_2d.view(bias.shape)
     return grad_q, grad_k, grad_v, grad_bias

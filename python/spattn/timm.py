@@ -121,24 +121,32 @@ def _split_heads(qkv: torch.Tensor, num_heads: int):
     return qkv.view(batch, tokens, 3, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
 
 
-def _append_padding_keys(k, v, padding_qkv, layout: SwinLayout, num_heads: int):
-    """Keys and values followed by the padding tokens' (all equal: the projection of a zero vector)."""
+def _append_padding_keys(k, v, project, x: torch.Tensor, layout: SwinLayout, num_heads: int):
+    """Keys and values followed by the padding tokens' (all equal: ``project`` of a zero vector)."""
     if layout.padding_tokens == 0:
         return k, v
-    _, k_pad, v_pad = _split_heads(padding_qkv.view(1, 1, -1), num_heads)
+    _, k_pad, v_pad = _split_heads(project(x.new_zeros(1, 1, x.shape[-1])), num_heads)
     expand = (k.shape[0], k.shape[1], layout.padding_tokens, k.shape[3])
     return torch.cat([k, k_pad.expand(expand)], dim=2), torch.cat([v, v_pad.expand(expand)], dim=2)
+
+
+def _bias_on_pattern(table: torch.Tensor, layout: SwinLayout) -> torch.Tensor:
+    """The relative-position table [positions, H] gathered onto the pattern's entries: [H, nnz], contiguous.
+    (Gathering columns of the transposed table writes the kernels' layout directly, and its backward is an
+    index_add; indexing rows then transposing would copy, and its backward sorts the indices.)"""
+    return table.t().index_select(1, layout.bias_index)
 
 
 def _windowed_attention_v1(attn, x: torch.Tensor, layout: SwinLayout) -> torch.Tensor:
     batch, height, width, channels = x.shape
     qkv = attn.qkv(x.reshape(batch, height * width, channels))
     q, k, v = _split_heads(qkv, attn.num_heads)
-    k, v = _append_padding_keys(k, v, attn.qkv(x.new_zeros(1, channels)), layout, attn.num_heads)
+    k, v = _append_padding_keys(k, v, attn.qkv, x, layout, attn.num_heads)
     # Under autocast the projections are bf16/fp16 while the table stays float32: attend in q's dtype.
-    bias = attn.relative_position_bias_table[layout.bias_index].t().to(q.dtype)  # [H, nnz]
+    bias = _bias_on_pattern(attn.relative_position_bias_table, layout).to(q.dtype)
     out = scaled_dot_product_attention(q, k, v, layout.pattern, bias=bias, scale=q.shape[-1] ** -0.5,
                                        dropout_p=attn.attn_drop.p if attn.training else 0.0)
+    # out is [B, H, N, D] in [B, N, H, D] memory order (spattn's CPU kernels write it so): this is a view.
     out = attn.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
     return attn.proj_drop(out)
 
@@ -156,7 +164,7 @@ def _qkv_v2(attn, x: torch.Tensor) -> torch.Tensor:
 def _windowed_attention_v2(attn, x: torch.Tensor, layout: SwinLayout) -> torch.Tensor:
     batch, height, width, channels = x.shape
     q, k, v = _split_heads(_qkv_v2(attn, x.reshape(batch, height * width, channels)), attn.num_heads)
-    k, v = _append_padding_keys(k, v, _qkv_v2(attn, x.new_zeros(1, channels)), layout, attn.num_heads)
+    k, v = _append_padding_keys(k, v, functools.partial(_qkv_v2, attn), x, layout, attn.num_heads)
     # Cosine attention: unit queries and keys, a learnable temperature per head (folded into q).
     logit_scale = torch.clamp(attn.logit_scale, max=math.log(1.0 / 0.01)).exp()  # [H, 1, 1]
     dtype = v.dtype  # autocast may promote the normalised, rescaled q and k: attend in v's dtype
@@ -164,7 +172,7 @@ def _windowed_attention_v2(attn, x: torch.Tensor, layout: SwinLayout) -> torch.T
     k = F.normalize(k, dim=-1).to(dtype)
     # Continuous position bias: computed once per forward from the MLP, then gathered onto the pattern.
     table = 16 * torch.sigmoid(attn.cpb_mlp(attn.relative_coords_table).view(-1, attn.num_heads))
-    bias = table[layout.bias_index].t().to(dtype)
+    bias = _bias_on_pattern(table, layout).to(dtype)
     out = scaled_dot_product_attention(q, k, v, layout.pattern, bias=bias, scale=1.0,
                                        dropout_p=attn.attn_drop.p if attn.training else 0.0)
     out = attn.proj(out.transpose(1, 2).reshape(batch, height, width, -1))

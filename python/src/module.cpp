@@ -12,6 +12,7 @@ void bind_pattern(nb::module_& module);
 void bind_layouts(nb::module_& module);
 void bind_neighborhood(nb::module_& module);
 void bind_cpu_kernels(nb::module_& module);
+void bind_cpu_attention(nb::module_& module);
 void bind_cuda_kernels(nb::module_& module);
 void bind_plan(nb::module_& module);
 }  // namespace spattn::python
@@ -48,6 +49,7 @@ NB_MODULE(_C, module) {
   spattn::python::bind_layouts(module);
   spattn::python::bind_neighborhood(module);
   spattn::python::bind_cpu_kernels(module);
+  spattn::python::bind_cpu_attention(module);
   spattn::python::bind_cuda_kernels(module);
   spattn::python::bind_plan(module);
 }
