@@ -1,7 +1,9 @@
 """Swin stage-1 attention on the CPU: spattn's fused kernel against the ways torch can do the same.
 
 Shape: 56 x 56 tokens, window 7, head dim 32, 3 heads, batch 8, shift 0 and 3. Methods:
-  spattn     spattn.scaled_dot_product_attention over spattn.patterns.swin (one fused kernel)
+  spattn     spattn.scaled_dot_product_attention over spattn.patterns.swin (one fused kernel; Swin's rows
+             share their columns window by window, so the execution plan's grouped kernels run)
+  spattn-rows  the same op without the plan: the row-by-row kernels every pattern can use
   windows    (a) what timm does: roll, partition into 49-token windows, dense
              torch.nn.functional.scaled_dot_product_attention per window (with Swin's region mask when
              shifted), reverse the partition, roll back
@@ -48,6 +50,12 @@ OUT = Path(__file__).resolve().parent / "out"
 # ---- the methods: each maps q, k, v [B, H, N, D] in token order to [B, H, N, D] -------------------------
 def spattn_attention(pattern, shift):
     return lambda q, k, v: spattn.scaled_dot_product_attention(q, k, v, pattern)
+
+
+def spattn_row_by_row(pattern, shift):
+    spattn.ops.remember_transposed(pattern)  # as the functional API does, so the backward finds it
+    csr = (pattern.row_offsets, pattern.col_indices)
+    return lambda q, k, v: spattn.ops.attention_forward(q, k, v, None, *csr, HEAD_DIM ** -0.5)[0]
 
 
 def swin_region_mask(shift):
@@ -132,8 +140,8 @@ def sampled_attention(pattern, shift):
     return run
 
 
-METHODS = {"spattn": spattn_attention, "windows": windows_attention, "sdpa-only": window_kernel_only,
-           "dense": dense_attention, "sampled": sampled_attention}
+METHODS = {"spattn": spattn_attention, "spattn-rows": spattn_row_by_row, "windows": windows_attention,
+           "sdpa-only": window_kernel_only, "dense": dense_attention, "sampled": sampled_attention}
 WITHOUT_REFERENCE = {"sdpa-only"}
 
 
@@ -256,10 +264,12 @@ def plot(rows):
                 match = [r for r in rows if (r["shift"], r["method"], r["mode"]) == (shift, method, mode)]
                 values.append(match[0][key] if match and match[0][key] is not None else 0.0)
             positions = [g + (index - (len(methods) - 1) / 2) * width for g in range(len(groups))]
-            bars = axis.bar(positions, [max(v, 1e-3) for v in values], width, label=method)
-            for bar, value in zip(bars, values):
-                axis.annotate("n/a" if value == 0 else f"{value:.0f}", (bar.get_x() + bar.get_width() / 2,
-                              max(value, 1e-3)), ha="center", va="bottom", fontsize=7)
+            measured = [(x, v) for x, v in zip(positions, values) if v > 0]  # methods that failed: no bar
+            bars = axis.bar([x for x, _ in measured], [v for _, v in measured], width, label=method,
+                            color=f"C{index}")
+            for bar, (_, value) in zip(bars, measured):
+                axis.annotate(f"{value:.0f}", (bar.get_x() + bar.get_width() / 2, value), ha="center",
+                              va="bottom", fontsize=7)
         axis.set_yscale("log")
         axis.set_xticks(range(len(groups)), [f"shift {s}\n{m}" for s, m in groups])
         axis.set_ylabel(label)

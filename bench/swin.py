@@ -1,7 +1,7 @@
 """timm vs spattn on whole Swin models: forward and forward+backward (alternating medians in one process)
 and peak memory, for swin_tiny and swin_base. Writes bench/out/swin.md and bench/out/swin.png.
 
-    python bench/swin.py [--device cpu|cuda] [--dtype float32|bfloat16] [--rounds 5]
+    python bench/swin.py [--device cpu|cuda] [--dtype float32|bfloat16] [--rounds 5] [--floor]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", nargs="*", default=None, help="model:batch pairs (default: tiny:8 base:4 on CPU, "
                         "tiny:64 base:64 on GPU)")
+    parser.add_argument("--floor", action="store_true", help="also time the model with attention for free (its "
+                        "blocks keep only the qkv and output projections): the floor no attention can go below")
     parser.add_argument("--out", default=str(Path(__file__).parent / "out"))
     args = parser.parse_args()
     if args.models:
@@ -40,11 +42,17 @@ def main() -> None:
         runs = CPU_RUNS
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = [demo.compare_swin(name, batch, args.device, args.dtype, rounds=args.rounds) for name, batch in runs]
+    results = [demo.compare_swin(name, batch, args.device, args.dtype, rounds=args.rounds, floor=args.floor)
+               for name, batch in runs]
     report = [f"Machine: {machine_description(args.device)}, {args.dtype}", ""]
     for result in results:
         report += [f"**{result.model}**, batch {result.batch_size}: outputs differ by at most "
                    f"{result.max_abs_difference:.1e}", "", demo.format_table(result), ""]
+        if "no attention" in result.forward:
+            floor = {kind: getattr(result, kind)["no attention"] / getattr(result, kind)["timm"]
+                     for kind in ("forward", "forward_backward")}
+            report += [f"With attention for free the model would take {floor['forward']:.2f}x timm's forward and "
+                       f"{floor['forward_backward']:.2f}x its forward+backward: no attention can do better.", ""]
     text = "\n".join(report)
     (out / "swin.md").write_text(text)
     demo.plot_comparison(results, out / "swin.png")

@@ -48,14 +48,36 @@ def _timm_models(name: str, pretrained: bool, device: torch.device):
     return {"timm": baseline, "timm fused": fused, "spattn": converted}
 
 
+def _free_attention(self, x: torch.Tensor) -> torch.Tensor:
+    # Everything of SwinTransformerBlock._attn but the attention itself: the qkv and output projections.
+    attn = self.attn
+    channels = x.shape[-1]
+    return attn.proj(attn.qkv(x)[..., 2 * channels:])
+
+
+def attention_free_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a timm Swin (V1) whose blocks skip attention but keep both projections: a floor for the
+    time any attention implementation can reach, as every other layer runs unchanged."""
+    from timm.models import swin_transformer
+
+    floor = copy.deepcopy(model)
+    for module in floor.modules():
+        if isinstance(module, swin_transformer.SwinTransformerBlock):
+            module._attn = _free_attention.__get__(module)
+    return floor
+
+
 def compare_swin(model: str = "swin_tiny_patch4_window7_224", batch_size: int = 8, device: str = "cpu",
                  dtype: str = "float32", rounds: int = 5, pretrained: bool = False, measure_memory: bool = True,
-                 log=_log) -> SwinComparison:
+                 floor: bool = False, log=_log) -> SwinComparison:
     """Builds ``model`` (random weights unless ``pretrained``), converts a copy, and compares outputs, time
-    of forward and forward+backward (alternating medians) and peak memory of forward+backward."""
+    of forward and forward+backward (alternating medians) and peak memory of forward+backward. With
+    ``floor``, also times :func:`attention_free_copy` ("no attention"): the model with attention for free."""
     device = torch.device(device)
     log(f"building {model} and its spattn conversion on {device}")
     models = _timm_models(model, pretrained, device)
+    if floor:
+        models["no attention"] = attention_free_copy(models["timm"])
     config = models["timm"].pretrained_cfg
     image_size = tuple(config.get("input_size", (3, 224, 224))[1:])
     result = SwinComparison(model, batch_size, str(device), dtype, image_size)
@@ -98,7 +120,7 @@ def compare_swin(model: str = "swin_tiny_patch4_window7_224", batch_size: int = 
             if device.type == "cuda":
                 m.zero_grad(set_to_none=True)
                 result.peak_memory[name] = _benchmark.cuda_peak_memory(forward_backward(m), device)
-            elif name != "timm fused":
+            elif name in ("timm", "spattn"):
                 spec = {"model": model, "batch_size": batch_size, "image_size": list(image_size),
                         "converted": name == "spattn", "backward": True, "threads": torch.get_num_threads()}
                 result.peak_memory[name] = _benchmark.process_peak_memory(spec)
@@ -134,7 +156,7 @@ def plot_comparison(results: list[SwinComparison], path: Path) -> None:
                ("peak_memory", "peak memory fwd+bwd (MiB)", 1.0)]
     fig, axes = plt.subplots(len(results), len(metrics), figsize=(4.2 * len(metrics), 3.2 * len(results)),
                              squeeze=False)
-    colors = {"timm": "#7f7f7f", "timm fused": "#bcbd22", "spattn": "#1f77b4"}
+    colors = {"timm": "#7f7f7f", "timm fused": "#bcbd22", "spattn": "#1f77b4", "no attention": "#d9d9d9"}
     for r, result in enumerate(results):
         for c, (attribute, title, scale) in enumerate(metrics):
             values = getattr(result, attribute)
