@@ -1,0 +1,332 @@
+// The grouped (execution-plan) fused attention backward on the CPU against a float64 reference, on the
+// shapes its dense path must get right: Swin windows, groups of exactly the minimum size, column lists that
+// are not whole vectors, Dv != D, groups longer than one chunk of rows, columns shared between groups or
+// with row-path rows, columns no row uses, fully masked rows inside a group, every bias mode. Also: every
+// gradient element is written, results do not depend on scheduling, and NaNs spread as on the row path.
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "check.hpp"
+#include "spattn/spattn.hpp"
+
+using spattn::AttentionDims;
+using spattn::bfloat16;
+using spattn::Csr;
+using spattn::index_t;
+
+namespace {
+
+constexpr double negative_infinity = -std::numeric_limits<double>::infinity();
+constexpr double quiet_nan = std::numeric_limits<double>::quiet_NaN();
+
+// ---- values --------------------------------------------------------------------------------------------
+// Multiples of 1/64 in [-2, 2]: exact in bfloat16, so every type sees the same inputs.
+std::vector<double> random_values(index_t count, unsigned seed) {
+  std::mt19937 engine(seed);
+  std::uniform_int_distribution<int> step(-128, 128);
+  std::vector<double> values(static_cast<std::size_t>(count));
+  for (auto& value : values) value = step(engine) / 64.0;
+  return values;
+}
+
+double to_double(double value) { return value; }
+double to_double(float value) { return value; }
+double to_double(bfloat16 value) {
+  const std::uint32_t bits = static_cast<std::uint32_t>(value.bits) << 16;
+  float result;
+  std::memcpy(&result, &bits, sizeof(result));
+  return result;
+}
+
+template <typename T>
+T from_double(double value) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    const float single = static_cast<float>(value);  // exact for the test inputs; NaN stays NaN
+    std::uint32_t bits;
+    std::memcpy(&bits, &single, sizeof(bits));
+    return bfloat16{static_cast<std::uint16_t>(bits >> 16)};
+  } else {
+    return static_cast<T>(value);
+  }
+}
+
+template <typename T>
+std::vector<T> convert(const std::vector<double>& values) {
+  std::vector<T> result(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) result[i] = from_double<T>(values[i]);
+  return result;
+}
+
+template <typename T>
+double tolerance() {
+  if constexpr (std::is_same_v<T, double>) return 1e-10;
+  if constexpr (std::is_same_v<T, float>) return 1e-4;
+  return 3e-2;
+}
+
+// Relative to the largest reference magnitude; a NaN (an element the kernel never wrote) fails.
+template <typename T>
+bool close(const std::vector<T>& actual, const std::vector<double>& expected) {
+  if (actual.size() != expected.size()) return false;
+  double scale = 1;
+  for (double value : expected) scale = std::max(scale, std::abs(value));
+  for (std::size_t i = 0; i < actual.size(); ++i) {
+    const double a = to_double(actual[i]), e = expected[i];
+    if (!(std::abs(a - e) <= tolerance<T>() * scale)) {
+      std::printf("  element %zu: got %.12g, expected %.12g\n", i, a, e);
+      return false;
+    }
+  }
+  return true;
+}
+
+// ---- problems ------------------------------------------------------------------------------------------
+struct Shape {
+  index_t images = 2;  // B
+  index_t heads = 2;   // H: batch = B * H problems
+  index_t head_dim = 32;
+  index_t value_dim = 32;
+  index_t bias_heads = 0;
+  index_t masked_row = -1;  // a row whose entries the bias masks to -infinity (needs a bias)
+};
+
+struct Inputs {
+  AttentionDims dims;
+  std::vector<double> q, k, v, bias, grad_out;
+};
+
+Inputs make_inputs(const Csr& pattern, const Shape& shape, unsigned seed) {
+  const index_t batch = shape.images * shape.heads, rows = pattern.rows(), cols = pattern.cols();
+  Inputs inputs{{batch, shape.head_dim, shape.value_dim, shape.bias_heads, shape.heads}, {}, {}, {}, {}, {}};
+  inputs.q = random_values(batch * rows * shape.head_dim, seed + 1);
+  inputs.k = random_values(batch * cols * shape.head_dim, seed + 2);
+  inputs.v = random_values(batch * cols * shape.value_dim, seed + 3);
+  inputs.grad_out = random_values(batch * rows * shape.value_dim, seed + 4);
+  inputs.bias = random_values(std::max<index_t>(shape.bias_heads, 1) * pattern.nnz(), seed + 5);
+  if (shape.masked_row >= 0) {
+    for (index_t head = 0; head < shape.bias_heads; ++head) {
+      for (index_t e = pattern.row_offsets()[shape.masked_row]; e < pattern.row_offsets()[shape.masked_row + 1]; ++e) {
+        inputs.bias[head * pattern.nnz() + e] = negative_infinity;
+      }
+    }
+  }
+  return inputs;
+}
+
+struct Gradients {
+  std::vector<double> grad_q, grad_k, grad_v, grad_bias;
+};
+
+// Attention backward in double, entry by entry over the pattern.
+Gradients reference_backward(const Csr& pattern, const Inputs& in, double scale) {
+  const AttentionDims& dims = in.dims;
+  const index_t rows = pattern.rows(), cols = pattern.cols(), nnz = pattern.nnz();
+  const index_t D = dims.head_dim, Dv = dims.value_dim;
+  const auto& offsets = pattern.row_offsets();
+  const auto& columns = pattern.col_indices();
+  Gradients g;
+  g.grad_q.assign(dims.batch * rows * D, 0);
+  g.grad_k.assign(dims.batch * cols * D, 0);
+  g.grad_v.assign(dims.batch * cols * Dv, 0);
+  g.grad_bias.assign(std::max<index_t>(dims.bias_heads, 1) * nnz, 0);
+  for (index_t p = 0; p < dims.batch; ++p) {
+    const double* bias = dims.bias_heads > 0 ? &in.bias[(p % dims.bias_heads) * nnz] : nullptr;
+    for (index_t r = 0; r < rows; ++r) {
+      const index_t begin = offsets[r], end = offsets[r + 1];
+      std::vector<double> scores, values_dot;
+      double maximum = negative_infinity;
+      for (index_t e = begin; e < end; ++e) {
+        double score = 0, value_dot = 0;
+        for (index_t d = 0; d < D; ++d) score += in.q[(p * rows + r) * D + d] * in.k[(p * cols + columns[e]) * D + d];
+        for (index_t d = 0; d < Dv; ++d) {
+          value_dot += in.grad_out[(p * rows + r) * Dv + d] * in.v[(p * cols + columns[e]) * Dv + d];
+        }
+        scores.push_back(scale * score + (bias ? bias[e] : 0.0));
+        values_dot.push_back(value_dot);
+        maximum = std::max(maximum, scores.back());
+      }
+      if (maximum == negative_infinity) continue;  // empty or fully masked: zero gradients
+      double sum = 0, delta = 0;
+      for (double s : scores) sum += std::exp(s - maximum);
+      for (std::size_t j = 0; j < scores.size(); ++j) delta += std::exp(scores[j] - maximum) / sum * values_dot[j];
+      for (index_t e = begin; e < end; ++e) {
+        const double probability = std::exp(scores[e - begin] - maximum) / sum;
+        const double score_grad = probability * (values_dot[e - begin] - delta);
+        const index_t c = columns[e];
+        for (index_t d = 0; d < D; ++d) {
+          g.grad_q[(p * rows + r) * D + d] += scale * score_grad * in.k[(p * cols + c) * D + d];
+          g.grad_k[(p * cols + c) * D + d] += scale * score_grad * in.q[(p * rows + r) * D + d];
+        }
+        for (index_t d = 0; d < Dv; ++d) {
+          g.grad_v[(p * cols + c) * Dv + d] += probability * in.grad_out[(p * rows + r) * Dv + d];
+        }
+        if (bias) g.grad_bias[(p % dims.bias_heads) * nnz + e] += score_grad;
+      }
+    }
+  }
+  return g;
+}
+
+// The library's forward and backward in type T, the backward with the pattern's plan unless without_plan.
+// Gradient buffers start as NaN, so an element the kernel does not write shows up.
+template <typename T>
+struct KernelRun {
+  std::vector<T> grad_q, grad_k, grad_v, grad_bias;
+};
+
+template <typename T>
+KernelRun<T> run_kernels(const Csr& pattern, const Inputs& in, double scale, bool without_plan = false) {
+  using Acc = spattn::accumulate_t<T>;
+  const AttentionDims& dims = in.dims;
+  const index_t rows = pattern.rows();
+  const spattn::Transposed transposed = spattn::transpose(pattern.view());
+  const spattn::ExecutionPlan plan = spattn::build_plan(pattern.view());
+  const spattn::GroupsView groups = without_plan ? spattn::GroupsView{}
+                                                 : spattn::GroupsView{plan.groups(), plan.group_offsets.data(),
+                                                                      plan.group_rows.data()};
+  const auto layouts = spattn::AttentionLayouts::contiguous(pattern.view(), dims);
+  const auto q = convert<T>(in.q), k = convert<T>(in.k), v = convert<T>(in.v), grad_out = convert<T>(in.grad_out);
+  const auto bias = convert<T>(in.bias);
+  const T* bias_pointer = dims.bias_heads > 0 ? bias.data() : nullptr;
+  std::vector<T> out(dims.batch * rows * dims.value_dim);
+  std::vector<Acc> lse(dims.batch * rows);
+  // The forward without the plan: this file tests the backward alone.
+  spattn::cpu::attention_forward(pattern.view(), spattn::GroupsView{}, q.data(), k.data(), v.data(), bias_pointer,
+                                 dims, layouts, scale, out.data(), lse.data());
+  const T unwritten = from_double<T>(quiet_nan);
+  KernelRun<T> run{std::vector<T>(q.size(), unwritten), std::vector<T>(k.size(), unwritten),
+                   std::vector<T>(v.size(), unwritten), std::vector<T>(bias.size(), unwritten)};
+  std::vector<Acc> workspace(spattn::cpu::attention_backward_workspace_size(pattern.view(), dims));
+  spattn::cpu::attention_backward(pattern.view(), {transposed.pattern.view(), transposed.permutation.data()}, groups,
+                                  q.data(), k.data(), v.data(), bias_pointer, out.data(), grad_out.data(), lse.data(),
+                                  dims, layouts, scale, run.grad_q.data(), run.grad_k.data(), run.grad_v.data(),
+                                  dims.bias_heads > 0 ? run.grad_bias.data() : nullptr, workspace.data());
+  return run;
+}
+
+template <typename T>
+void check_against_reference(const Csr& pattern, const Shape& shape, unsigned seed) {
+  const Inputs inputs = make_inputs(pattern, shape, seed);
+  const double scale = 1 / std::sqrt(static_cast<double>(shape.head_dim));
+  const Gradients expected = reference_backward(pattern, inputs, scale);
+  const KernelRun<T> actual = run_kernels<T>(pattern, inputs, scale);
+  CHECK(close(actual.grad_q, expected.grad_q));
+  CHECK(close(actual.grad_k, expected.grad_k));
+  CHECK(close(actual.grad_v, expected.grad_v));
+  if (shape.bias_heads > 0) CHECK(close(actual.grad_bias, expected.grad_bias));
+}
+
+void check_all_types(const Csr& pattern, const Shape& shape, unsigned seed) {
+  check_against_reference<float>(pattern, shape, seed);
+  check_against_reference<bfloat16>(pattern, shape, seed);
+  check_against_reference<double>(pattern, shape, seed);
+}
+
+// Rows labelled `row_labels` attend to the columns with the same label (spattn::patterns::from_groups).
+Csr labelled_groups(const std::vector<index_t>& row_labels, const std::vector<index_t>& col_labels) {
+  return spattn::patterns::from_groups(row_labels.data(), static_cast<index_t>(row_labels.size()), col_labels.data(),
+                                       static_cast<index_t>(col_labels.size()));
+}
+
+// A pattern that mixes everything the grouped kernel routes: six groups of six rows, each with seven
+// columns of its own plus global column 0 (shared by every row); single rows that use columns 0, 3, 9 and
+// 45 (so 3 and 9, in two groups' lists, are no longer owned by them); a group of 7 rows over 600 columns
+// (longer than the dense path takes); 3 empty rows; and columns 43, 44 and 46..49 that no row uses.
+Csr mixed_pattern() {
+  std::vector<index_t> rows, cols;
+  const auto add = [&](index_t row, index_t col) { rows.push_back(row), cols.push_back(col); };
+  for (index_t group = 0; group < 6; ++group) {
+    for (index_t r = 0; r < 6; ++r) {
+      const index_t row = group * 6 + r;
+      add(row, 0);
+      for (index_t j = 0; j < 7; ++j) add(row, 1 + 7 * group + j);
+    }
+  }
+  for (index_t r = 36; r < 40; ++r) {
+    for (index_t col : {index_t{0}, index_t{3}, index_t{9}, index_t{45}}) add(r, col);
+  }
+  for (index_t r = 40; r < 47; ++r) {
+    for (index_t col = 50; col < 650; ++col) add(r, col);
+  }
+  // rows 47..49: empty
+  return Csr::from_coo(50, 700, rows.data(), cols.data(), static_cast<index_t>(rows.size()));
+}
+
+}  // namespace
+
+TEST(swin_windows) {
+  check_all_types(spattn::patterns::swin(14, 14, 7, 0), {2, 2, 32, 32, 2, -1}, 1);
+  check_all_types(spattn::patterns::swin(14, 14, 7, 3), {2, 2, 32, 32, 1, 20}, 2);  // row 20: inside a group
+  check_all_types(spattn::patterns::swin(12, 10, 4, 3, 2, 1), {1, 3, 16, 24, 3, 5}, 3);  // Dv != D
+  check_all_types(spattn::patterns::swin(8, 8, 4, 2), {2, 1, 64, 64, 0, -1}, 4);
+}
+
+TEST(groups_of_the_minimum_size_and_short_column_lists) {
+  // Rows 0..39 in groups of exactly 4, rows 40..48 in groups of 3 (the row path); 5 columns per label.
+  std::vector<index_t> row_labels, col_labels;
+  for (index_t r = 0; r < 49; ++r) row_labels.push_back(r < 40 ? r / 4 : 10 + (r - 40) / 3);
+  for (index_t c = 0; c < 65; ++c) col_labels.push_back(c / 5);
+  const Csr pattern = labelled_groups(row_labels, col_labels);
+  check_all_types(pattern, {2, 2, 64, 64, 2, 2}, 5);
+  check_all_types(pattern, {1, 2, 5, 3, 1, 41}, 6);     // odd dims
+  check_all_types(pattern, {1, 1, 264, 8, 1, -1}, 14);  // a head dim above the dense path's: all rows row by row
+}
+
+TEST(groups_longer_than_a_chunk_of_rows) {
+  // Two groups of 75 rows over 13 columns each, and one of 130 rows over 200.
+  std::vector<index_t> row_labels, col_labels;
+  for (index_t r = 0; r < 280; ++r) row_labels.push_back(r < 150 ? r / 75 : 2);
+  for (index_t c = 0; c < 226; ++c) col_labels.push_back(c < 26 ? c / 13 : 2);
+  const Csr pattern = labelled_groups(row_labels, col_labels);
+  check_all_types(pattern, {1, 2, 32, 32, 2, 100}, 7);
+  check_all_types(pattern, {1, 1, 8, 16, 0, -1}, 8);
+}
+
+TEST(shared_columns_row_path_rows_and_unused_columns) {
+  const Csr pattern = mixed_pattern();
+  check_all_types(pattern, {2, 2, 32, 32, 2, 8}, 9);
+  check_all_types(pattern, {1, 3, 7, 9, 1, -1}, 10);
+  check_all_types(pattern, {1, 2, 64, 64, 0, -1}, 11);
+}
+
+TEST(results_do_not_depend_on_scheduling) {
+  const Csr pattern = mixed_pattern();
+  const Inputs inputs = make_inputs(pattern, {2, 2, 32, 32, 2, -1}, 12);
+  const KernelRun<float> first = run_kernels<float>(pattern, inputs, 0.5);
+  for (int repeat = 0; repeat < 3; ++repeat) {
+    const KernelRun<float> again = run_kernels<float>(pattern, inputs, 0.5);
+    const auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+      return a.size() == b.size() && std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
+    };
+    CHECK(same_bits(first.grad_q, again.grad_q));
+    CHECK(same_bits(first.grad_k, again.grad_k));
+    CHECK(same_bits(first.grad_v, again.grad_v));
+    CHECK(same_bits(first.grad_bias, again.grad_bias));
+  }
+}
+
+TEST(nan_spreads_as_on_the_row_path) {
+  // A NaN in one key of a Swin window: the window's rows and every column they use turn NaN, nothing else.
+  const Csr pattern = spattn::patterns::swin(14, 14, 7, 3);
+  Inputs inputs = make_inputs(pattern, {1, 2, 32, 32, 2, -1}, 13);
+  inputs.k[(1 * pattern.cols() + 60) * 32 + 5] = quiet_nan;  // problem 1, key 60
+  const KernelRun<float> grouped = run_kernels<float>(pattern, inputs, 0.25);
+  const KernelRun<float> row_by_row = run_kernels<float>(pattern, inputs, 0.25, true);
+  const auto same_nans = [](const std::vector<float>& a, const std::vector<float>& b) {
+    bool any = false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (std::isnan(a[i]) != std::isnan(b[i])) return false;
+      any |= std::isnan(a[i]);
+    }
+    return any;
+  };
+  CHECK(same_nans(grouped.grad_q, row_by_row.grad_q));
+  CHECK(same_nans(grouped.grad_k, row_by_row.grad_k));
+  CHECK(same_nans(grouped.grad_v, row_by_row.grad_v));
+  CHECK(same_nans(grouped.grad_bias, row_by_row.grad_bias));
+}
+
+TEST_MAIN()
