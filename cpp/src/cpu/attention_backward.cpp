@@ -7,6 +7,9 @@
 // delta = rowsum(dO * O)) means the column pass does no dot products at all, which halves the backward's
 // arithmetic, and every output row still has exactly one writer, so no atomics anywhere.
 
+#include <algorithm>
+#include <vector>
+
 #include "cpu_common.hpp"
 #include "spattn/checked_math.hpp"
 
@@ -21,6 +24,7 @@ index_t attention_backward_workspace_size(CsrView pattern, AttentionDims dims) {
 // (the build stays portable, without -march=native, yet the inner loops get 8-wide fused multiply-adds).
 namespace {
 namespace baseline {
+constexpr bool native_float8 = false;  // 8-float vectors are lowered to SSE pairs here: slow (see the kernels)
 #include "attention_backward_kernel.inc"
 #include "attention_backward_grouped_kernel.inc"
 }  // namespace baseline
@@ -28,6 +32,7 @@ namespace baseline {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace avx2 {
+constexpr bool native_float8 = true;
 #include "attention_backward_kernel.inc"
 #include "attention_backward_grouped_kernel.inc"
 }  // namespace avx2

@@ -18,6 +18,7 @@ constexpr index_t block_entries = 64;
 // (the build stays portable, without -march=native, yet the inner loops get 8-wide fused multiply-adds).
 namespace {
 namespace baseline {
+constexpr bool native_float8 = false;  // 8-float vectors are lowered to SSE pairs here: slow (see the kernels)
 #include "attention_forward_kernel.inc"
 #include "attention_forward_grouped_kernel.inc"
 }  // namespace baseline
@@ -25,6 +26,7 @@ namespace baseline {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace avx2 {
+constexpr bool native_float8 = true;
 #include "attention_forward_kernel.inc"
 #include "attention_forward_grouped_kernel.inc"
 }  // namespace avx2
