@@ -184,3 +184,23 @@ def test_binding_refuses_a_plan_that_is_not_the_patterns(case, message):
         group_rows = None
     with pytest.raises(ValueError, match=message):
         _binding_call(group_offsets=group_offsets, group_rows=group_rows)
+
+
+def test_torch_compile_uses_a_plan_built_before_tracing():
+    """Tracing cannot build a plan, but a pattern whose plan was built (Swin layouts and SparseAttention
+    build theirs) gets the grouped kernel in the compiled graph too, with eager's results."""
+    from spattn.functional import _build_plan
+
+    pattern = _build_plan(spattn.patterns.swin(14, 14, 7, shift_size=3))
+    q = torch.randn(1, 2, 196, 16, requires_grad=True)
+
+    def loss(q):
+        return spattn.scaled_dot_product_attention(q, q, q, pattern).square().sum()
+
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(loss)(q)
+    targets = [node.target for graph in explanation.graphs for node in graph.graph.nodes]
+    assert explanation.graph_count == 1 and torch.ops.spattn.attention_forward_grouped.default in targets
+    compiled = torch.compile(loss, fullgraph=True)
+    torch.testing.assert_close(torch.autograd.grad(compiled(q), q)[0], torch.autograd.grad(loss(q), q)[0],
+                               rtol=1e-5, atol=1e-5)

@@ -157,14 +157,28 @@ def _plan_statistics(pattern: Pattern) -> tuple[int, int]:
     return cpu.cached("grouped_plan_statistics", compute)
 
 
+def _build_plan(pattern: Pattern) -> Pattern:
+    """Builds the pattern's plan and its statistics now (cached on the pattern), so that code traced by
+    torch.compile later finds them: tracing cannot build them. Modules holding a pattern call it."""
+    pattern.plan()
+    _plan_statistics(pattern)
+    return pattern
+
+
 def _grouped_plan(pattern: Pattern, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor] | None:
     """The pattern's plan when the grouped kernels should run, else None."""
     n_rows = pattern.shape[0]
-    if torch.compiler.is_compiling() or n_rows == 0:
+    if n_rows == 0:
         return None
     if q.device.type == "cuda" and (max(q.shape[-1], v.shape[-1]) > _CUDA_GROUPED_MAX_DIM or
                                     pattern.nnz > _CUDA_GROUPED_MAX_MEAN_ROW_LENGTH * n_rows):
         return None
+    if torch.compiler.is_compiling():
+        # Tracing cannot build a plan (host code), but one built before (Pattern.plan(); Swin layouts and
+        # SparseAttention build theirs) is a constant of the graph.
+        cpu = pattern._cache.get(("on", torch.device("cpu")), pattern)
+        if "plan" not in pattern._cache or "grouped_plan_statistics" not in cpu._cache:
+            return None
     groups, largest = _plan_statistics(pattern)
     if n_rows < _GROUPED_MIN_ROWS_PER_GROUP * groups:
         return None
