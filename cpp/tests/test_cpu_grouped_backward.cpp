@@ -10,78 +10,23 @@
 #include <random>
 
 #include "check.hpp"
+#include "test_values.hpp"
 #include "spattn/spattn.hpp"
 
 using spattn::AttentionDims;
 using spattn::bfloat16;
 using spattn::Csr;
 using spattn::index_t;
+using spattn::testing::close;
+using spattn::testing::convert;
+using spattn::testing::from_double;
+using spattn::testing::random_values;
+using spattn::testing::to_double;
 
 namespace {
 
 constexpr double negative_infinity = -std::numeric_limits<double>::infinity();
 constexpr double quiet_nan = std::numeric_limits<double>::quiet_NaN();
-
-// ---- values --------------------------------------------------------------------------------------------
-// Multiples of 1/64 in [-2, 2]: exact in bfloat16, so every type sees the same inputs.
-std::vector<double> random_values(index_t count, unsigned seed) {
-  std::mt19937 engine(seed);
-  std::uniform_int_distribution<int> step(-128, 128);
-  std::vector<double> values(static_cast<std::size_t>(count));
-  for (auto& value : values) value = step(engine) / 64.0;
-  return values;
-}
-
-double to_double(double value) { return value; }
-double to_double(float value) { return value; }
-double to_double(bfloat16 value) {
-  const std::uint32_t bits = static_cast<std::uint32_t>(value.bits) << 16;
-  float result;
-  std::memcpy(&result, &bits, sizeof(result));
-  return result;
-}
-
-template <typename T>
-T from_double(double value) {
-  if constexpr (std::is_same_v<T, bfloat16>) {
-    const float single = static_cast<float>(value);  // exact for the test inputs; NaN stays NaN
-    std::uint32_t bits;
-    std::memcpy(&bits, &single, sizeof(bits));
-    return bfloat16{static_cast<std::uint16_t>(bits >> 16)};
-  } else {
-    return static_cast<T>(value);
-  }
-}
-
-template <typename T>
-std::vector<T> convert(const std::vector<double>& values) {
-  std::vector<T> result(values.size());
-  for (std::size_t i = 0; i < values.size(); ++i) result[i] = from_double<T>(values[i]);
-  return result;
-}
-
-template <typename T>
-double tolerance() {
-  if constexpr (std::is_same_v<T, double>) return 1e-10;
-  if constexpr (std::is_same_v<T, float>) return 1e-4;
-  return 3e-2;
-}
-
-// Relative to the largest reference magnitude; a NaN (an element the kernel never wrote) fails.
-template <typename T>
-bool close(const std::vector<T>& actual, const std::vector<double>& expected) {
-  if (actual.size() != expected.size()) return false;
-  double scale = 1;
-  for (double value : expected) scale = std::max(scale, std::abs(value));
-  for (std::size_t i = 0; i < actual.size(); ++i) {
-    const double a = to_double(actual[i]), e = expected[i];
-    if (!(std::abs(a - e) <= tolerance<T>() * scale)) {
-      std::printf("  element %zu: got %.12g, expected %.12g\n", i, a, e);
-      return false;
-    }
-  }
-  return true;
-}
 
 // ---- problems ------------------------------------------------------------------------------------------
 struct Shape {

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "check.hpp"
+#include "test_values.hpp"
 #include "spattn/spattn.hpp"
 
 using spattn::AttentionDims;
@@ -18,40 +19,13 @@ using spattn::bfloat16;
 using spattn::Csr;
 using spattn::ExecutionPlan;
 using spattn::index_t;
+using spattn::testing::convert;
+using spattn::testing::random_values;
+using spattn::testing::to_double;
 
 namespace {
 
 constexpr float negative_infinity = -std::numeric_limits<float>::infinity();
-
-double to_double(double value) { return value; }
-double to_double(float value) { return value; }
-double to_double(bfloat16 value) {
-  const std::uint32_t bits = static_cast<std::uint32_t>(value.bits) << 16;
-  float result;
-  std::memcpy(&result, &bits, sizeof(result));
-  return result;
-}
-
-template <typename T>
-T from_float(float value) {
-  if constexpr (std::is_same_v<T, bfloat16>) {
-    std::uint32_t bits;
-    std::memcpy(&bits, &value, sizeof(bits));
-    return bfloat16{static_cast<std::uint16_t>(bits >> 16)};  // exact for the multiples of 1/64 used here
-  } else {
-    return value;
-  }
-}
-
-// Multiples of 1/64 in [-2, 2]: exact in bfloat16.
-template <typename T>
-std::vector<T> random_values(index_t count, unsigned seed) {
-  std::mt19937 engine(seed);
-  std::uniform_int_distribution<int> step(-128, 128);
-  std::vector<T> values(static_cast<std::size_t>(count));
-  for (auto& value : values) value = from_float<T>(step(engine) / 64.0f);
-  return values;
-}
 
 // `group_count` groups of `group_rows` rows, each attending to its own random `columns` of `cols`; rows of
 // different groups interleave, as Swin's windows do in token order.
@@ -72,7 +46,7 @@ Csr grouped_pattern(index_t group_count, index_t group_rows, index_t columns, in
 }
 
 struct Inputs {
-  std::vector<float> q, k, v, bias;  // bias [heads, nnz]
+  std::vector<double> q, k, v, bias;  // bias [heads, nnz]
 };
 
 template <typename T>
@@ -81,13 +55,6 @@ struct Result {
   std::vector<spattn::accumulate_t<T>> lse;
 };
 
-template <typename T>
-std::vector<T> converted(const std::vector<float>& values) {
-  std::vector<T> result(values.size());
-  for (std::size_t i = 0; i < values.size(); ++i) result[i] = from_float<T>(values[i]);
-  return result;
-}
-
 // The forward over contiguous operands, with the plan or (with_plan = false) row by row.
 template <typename T>
 Result<T> forward(const Csr& pattern, const Inputs& inputs, AttentionDims dims, bool with_plan) {
@@ -95,8 +62,8 @@ Result<T> forward(const Csr& pattern, const Inputs& inputs, AttentionDims dims, 
   const spattn::GroupsView groups =
       with_plan ? spattn::GroupsView{plan.groups(), plan.group_offsets.data(), plan.group_rows.data()}
                 : spattn::GroupsView{};
-  const auto q = converted<T>(inputs.q), k = converted<T>(inputs.k), v = converted<T>(inputs.v);
-  const auto bias = converted<T>(inputs.bias);
+  const auto q = convert<T>(inputs.q), k = convert<T>(inputs.k), v = convert<T>(inputs.v);
+  const auto bias = convert<T>(inputs.bias);
   Result<T> result{std::vector<T>(static_cast<std::size_t>(dims.batch * pattern.rows() * dims.value_dim)),
                    std::vector<spattn::accumulate_t<T>>(static_cast<std::size_t>(dims.batch * pattern.rows()))};
   spattn::cpu::attention_forward(pattern.view(), groups, q.data(), k.data(), v.data(),
@@ -134,10 +101,10 @@ Result<T> check_against_rows(const Csr& pattern, index_t heads, index_t head_dim
                              index_t bias_heads, unsigned seed, Edit edit) {
   const index_t batch = 2 * heads;
   const AttentionDims dims{batch, head_dim, value_dim, bias_heads, heads};
-  Inputs inputs{random_values<float>(batch * pattern.rows() * head_dim, seed),
-                random_values<float>(batch * pattern.cols() * head_dim, seed + 1),
-                random_values<float>(batch * pattern.cols() * value_dim, seed + 2),
-                random_values<float>(std::max<index_t>(bias_heads, 1) * pattern.nnz(), seed + 3)};
+  Inputs inputs{random_values(batch * pattern.rows() * head_dim, seed),
+                random_values(batch * pattern.cols() * head_dim, seed + 1),
+                random_values(batch * pattern.cols() * value_dim, seed + 2),
+                random_values(std::max<index_t>(bias_heads, 1) * pattern.nnz(), seed + 3)};
   edit(inputs);
   const Result<T> rows = forward<T>(pattern, inputs, dims, false);
   Result<T> grouped = forward<T>(pattern, inputs, dims, true);

@@ -5,8 +5,10 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <utility>
 
 #include "check.hpp"
+#include "test_values.hpp"
 #include "spattn/spattn.hpp"
 
 using spattn::AttentionDims;
@@ -14,72 +16,15 @@ using spattn::bfloat16;
 using spattn::Csr;
 using spattn::index_t;
 using spattn::TransposedView;
+using spattn::testing::close;
+using spattn::testing::convert;
+using spattn::testing::from_double;
+using spattn::testing::random_values;
+using spattn::testing::to_double;
 
 namespace {
 
 constexpr double negative_infinity = -std::numeric_limits<double>::infinity();
-
-// ---- values in each storage type -----------------------------------------------------------------------
-// Test inputs are multiples of 1/64 in [-2, 2]: exact in bfloat16, so every type sees the same inputs.
-std::vector<double> random_values(index_t count, unsigned seed) {
-  std::mt19937 engine(seed);
-  std::uniform_int_distribution<int> step(-128, 128);
-  std::vector<double> values(count);
-  for (auto& value : values) value = step(engine) / 64.0;
-  return values;
-}
-
-double to_double(double value) { return value; }
-double to_double(float value) { return value; }
-double to_double(bfloat16 value) {
-  const std::uint32_t bits = static_cast<std::uint32_t>(value.bits) << 16;
-  float result;
-  std::memcpy(&result, &bits, sizeof(result));
-  return result;
-}
-
-template <typename T>
-T from_double(double value) {
-  if constexpr (std::is_same_v<T, bfloat16>) {
-    const float single = static_cast<float>(value);  // exact for the test inputs
-    std::uint32_t bits;
-    std::memcpy(&bits, &single, sizeof(bits));
-    return bfloat16{static_cast<std::uint16_t>(bits >> 16)};
-  } else {
-    return static_cast<T>(value);
-  }
-}
-
-template <typename T>
-std::vector<T> convert(const std::vector<double>& values) {
-  std::vector<T> result(values.size());
-  for (std::size_t i = 0; i < values.size(); ++i) result[i] = from_double<T>(values[i]);
-  return result;
-}
-
-template <typename T>
-double tolerance() {
-  if constexpr (std::is_same_v<T, double>) return 1e-10;
-  if constexpr (std::is_same_v<T, float>) return 1e-4;
-  return 3e-2;
-}
-
-// Relative to the largest reference magnitude; also catches NaN.
-template <typename T>
-bool close(const std::vector<T>& actual, const std::vector<double>& expected) {
-  if (actual.size() != expected.size()) return false;
-  double scale = 1;
-  for (double value : expected) scale = std::max(scale, std::abs(value));
-  for (std::size_t i = 0; i < actual.size(); ++i) {
-    const double a = to_double(actual[i]), e = expected[i];
-    if (std::isinf(e) && a == e) continue;
-    if (!(std::abs(a - e) <= tolerance<T>() * scale)) {
-      std::printf("  element %zu: got %.12g, expected %.12g\n", i, a, e);
-      return false;
-    }
-  }
-  return true;
-}
 
 // ---- problems ------------------------------------------------------------------------------------------
 struct Problem {
@@ -90,6 +35,18 @@ struct Problem {
 
   TransposedView transposed_view() const { return {transposed.pattern.view(), transposed.permutation.data()}; }
 };
+
+// The pattern with what the tests derive from it: its transpose and the row of each entry.
+Problem problem_of(Csr pattern, index_t batch) {
+  Problem problem{std::move(pattern), {}, batch, {}};
+  problem.transposed = spattn::transpose(problem.pattern.view());
+  for (index_t r = 0; r < problem.pattern.rows(); ++r) {
+    for (index_t e = problem.pattern.row_offsets()[r]; e < problem.pattern.row_offsets()[r + 1]; ++e) {
+      problem.row_of_entry.push_back(r);
+    }
+  }
+  return problem;
+}
 
 // A random rows x cols pattern in which rows 0 and rows - 2 have no entries. With paired_rows, every odd row
 // repeats the row before it (rows sharing their columns, like Swin's, take the fused kernel's paired path).
@@ -103,14 +60,7 @@ Problem make_problem(index_t rows, index_t cols, index_t batch, unsigned seed, b
                                                      : (r != 0 && r != rows - 2) && bit(engine);
     }
   }
-  Problem problem{Csr::from_dense(mask.data(), rows, cols), {}, batch, {}};
-  problem.transposed = spattn::transpose(problem.pattern.view());
-  for (index_t r = 0; r < rows; ++r) {
-    for (index_t e = problem.pattern.row_offsets()[r]; e < problem.pattern.row_offsets()[r + 1]; ++e) {
-      problem.row_of_entry.push_back(r);
-    }
-  }
-  return problem;
+  return problem_of(Csr::from_dense(mask.data(), rows, cols), batch);
 }
 
 // ---- dense double references ---------------------------------------------------------------------------
@@ -416,14 +366,7 @@ Problem make_grouped_problem(index_t rows, index_t cols, index_t batch, unsigned
       std::copy(set.begin(), set.end(), mask.begin() + r * cols);
     }
   }
-  Problem problem{Csr::from_dense(mask.data(), rows, cols), {}, batch, {}};
-  problem.transposed = spattn::transpose(problem.pattern.view());
-  for (index_t r = 0; r < rows; ++r) {
-    for (index_t e = problem.pattern.row_offsets()[r]; e < problem.pattern.row_offsets()[r + 1]; ++e) {
-      problem.row_of_entry.push_back(r);
-    }
-  }
-  return problem;
+  return problem_of(Csr::from_dense(mask.data(), rows, cols), batch);
 }
 
 template <typename T>

@@ -40,13 +40,8 @@ constexpr bool native_float8 = true;
 #endif
 }  // namespace
 
-// Common head dims get a copy with the dim fixed at compile time; any other dim takes the generic copy.
-#define SPATTN_DISPATCH_DIM(KERNEL, ...)                      \
-  switch (dims.head_dim == dims.value_dim ? dims.head_dim : 0) { \
-    case 32: return KERNEL<T, 32>(__VA_ARGS__);                  \
-    case 64: return KERNEL<T, 64>(__VA_ARGS__);                  \
-    default: return KERNEL<T, 0>(__VA_ARGS__);                   \
-  }
+// The plan's grouped kernel when there is a plan, the row-by-row kernel otherwise, each in the copy for the
+// head dims (SPATTN_DISPATCH_DIM, cpu_common.hpp).
 #define SPATTN_DISPATCH(ISA)                                                                                     \
   if (groups.groups > 0) {                                                                                        \
     SPATTN_DISPATCH_DIM(ISA::attention_backward_grouped_kernel, pattern, transposed, groups, q, k, v, bias, out,  \
@@ -68,7 +63,6 @@ void attention_backward(CsrView pattern, TransposedView transposed, GroupsView g
   SPATTN_DISPATCH(baseline)
 }
 #undef SPATTN_DISPATCH
-#undef SPATTN_DISPATCH_DIM
 
 #define SPATTN_INSTANTIATE(T)                                                                                  \
   template void attention_backward<T>(CsrView, TransposedView, GroupsView, const T*, const T*, const T*, const T*, \

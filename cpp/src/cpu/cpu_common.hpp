@@ -285,6 +285,16 @@ inline bool cpu_has_avx2_fma() {
 #define SPATTN_CPU_DISPATCH_AVX2 0
 #endif
 
+// Calls KERNEL<T, dim>(args...) with the head dim fixed at compile time for the common dims (32, 64) when
+// head_dim == value_dim, else KERNEL<T, 0> (any dims): the short inner loops of a fixed dim unroll
+// completely. Expects `dims` (AttentionDims) and the type `T` in scope.
+#define SPATTN_DISPATCH_DIM(KERNEL, ...)                      \
+  switch (dims.head_dim == dims.value_dim ? dims.head_dim : 0) { \
+    case 32: return KERNEL<T, 32>(__VA_ARGS__);                  \
+    case 64: return KERNEL<T, 64>(__VA_ARGS__);                  \
+    default: return KERNEL<T, 0>(__VA_ARGS__);                   \
+  }
+
 // ---- parallel loops ------------------------------------------------------------------------------------
 // Work items are (problem, row) pairs flattened as problem * rows + row, handed out dynamically in small
 // chunks: rows differ in length, and dynamic scheduling balances them without a per-call sort (the kernel
