@@ -186,12 +186,14 @@ def test_binding_refuses_a_plan_that_is_not_the_patterns(case, message):
         _binding_call(group_offsets=group_offsets, group_rows=group_rows)
 
 
-def test_torch_compile_uses_a_plan_built_before_tracing():
-    """Tracing cannot build a plan, but a pattern whose plan was built (Swin layouts and SparseAttention
-    build theirs) gets the grouped kernel in the compiled graph too, with eager's results."""
-    from spattn.functional import _build_plan
+def test_torch_compile_uses_a_plan_and_transpose_built_before_tracing():
+    """Tracing cannot build a plan or a transpose, but a pattern prepared before (Swin layouts and
+    SparseAttention prepare theirs) gets the grouped kernel in the compiled graph, and its transpose goes in
+    as inputs of the forward op, so the backward does not recompute it (spattn::transpose_pattern); results
+    equal eager's."""
+    from spattn.functional import _prepare_pattern
 
-    pattern = _build_plan(spattn.patterns.swin(14, 14, 7, shift_size=3))
+    pattern = _prepare_pattern(spattn.patterns.swin(14, 14, 7, shift_size=3))
     q = torch.randn(1, 2, 196, 16, requires_grad=True)
 
     def loss(q):
@@ -199,8 +201,11 @@ def test_torch_compile_uses_a_plan_built_before_tracing():
 
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(loss)(q)
-    targets = [node.target for graph in explanation.graphs for node in graph.graph.nodes]
-    assert explanation.graph_count == 1 and torch.ops.spattn.attention_forward_grouped.default in targets
+    calls = [node for graph in explanation.graphs for node in graph.graph.nodes
+             if node.target == torch.ops.spattn.attention_forward_grouped.default]
+    assert explanation.graph_count == 1 and len(calls) == 1
+    assert len(calls[0].args) + len(calls[0].kwargs) == 12  # q, k, v, bias, CSR, plan, scale, transpose
+    torch._dynamo.reset()
     compiled = torch.compile(loss, fullgraph=True)
     torch.testing.assert_close(torch.autograd.grad(compiled(q), q)[0], torch.autograd.grad(loss(q), q)[0],
                                rtol=1e-5, atol=1e-5)

@@ -157,12 +157,29 @@ def _plan_statistics(pattern: Pattern) -> tuple[int, int]:
     return cpu.cached("grouped_plan_statistics", compute)
 
 
-def _build_plan(pattern: Pattern) -> Pattern:
-    """Builds the pattern's plan and its statistics now (cached on the pattern), so that code traced by
-    torch.compile later finds them: tracing cannot build them. Modules holding a pattern call it."""
+def _prepare_pattern(pattern: Pattern) -> Pattern:
+    """Builds what the kernels derive from the pattern now (its plan with the plan's statistics, and its
+    transpose; cached on the pattern), so that code traced by torch.compile later finds them: tracing
+    cannot build them. Modules holding a pattern call it."""
     pattern.plan()
     _plan_statistics(pattern)
+    pattern.transposed()
     return pattern
+
+
+def _transposed_for_backward(pattern: Pattern, *tensors: Tensor | None) -> tuple:
+    """``(t_row_offsets, t_col_indices, permutation)`` for the fused ops when a backward pass may follow
+    (computed once and cached on the pattern; while tracing, only a transpose cached before), else ()."""
+    if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors):
+        return ()
+    if torch.compiler.is_compiling():
+        cached = pattern._cache.get("transposed")
+        if cached is None:
+            return ()  # the backward computes it (ops._transposed)
+    else:
+        cached = pattern.transposed()
+    transposed, permutation = cached
+    return transposed.row_offsets, transposed.col_indices, permutation
 
 
 def _grouped_plan(pattern: Pattern, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -225,8 +242,8 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Patte
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
 
-    _prepare_backward(pattern, q, k, v, bias)
     if dropout_p > 0.0:
+        _prepare_backward(pattern, q, k, v, bias)
         q3, k3, v3 = _as_batch(q, 2), _as_batch(k, 2), _as_batch(v, 2)
         scores = ops.sddmm(q3, k3, pattern.row_offsets, pattern.col_indices) * scale
         if bias is not None:
@@ -240,9 +257,10 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Patte
     # copy) and return out shaped like q; on the CPU a 4-D out lies in [B, N, H, Dv] memory order.
     bias2d = None if bias is None else bias.contiguous().view(bias.shape[0] if bias.ndim == 2 else 1, pattern.nnz)
     plan = _grouped_plan(pattern, q, v)
+    transposed = _transposed_for_backward(pattern, q, k, v, bias)
+    csr = (pattern.row_offsets, pattern.col_indices)
     if plan is not None:
-        out, _ = ops.attention_forward_grouped(q, k, v, bias2d, pattern.row_offsets, pattern.col_indices, *plan,
-                                               scale)
+        out, _ = ops.attention_forward_grouped(q, k, v, bias2d, *csr, *plan, scale, *transposed)
     else:
-        out, _ = ops.attention_forward(q, k, v, bias2d, pattern.row_offsets, pattern.col_indices, scale)
+        out, _ = ops.attention_forward(q, k, v, bias2d, *csr, scale, *transposed)
     return out

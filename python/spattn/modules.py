@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from . import _checks
-from .functional import _build_plan, scaled_dot_product_attention
+from .functional import _prepare_pattern, scaled_dot_product_attention
 from .pattern import Pattern
 
 __all__ = ["SparseAttention"]
@@ -37,8 +37,8 @@ class SparseAttention(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        # Built now so that torch.compile, which cannot build it while tracing, finds the plan.
-        self.pattern = None if pattern is None else _build_plan(pattern)
+        # Plan and transpose built now: torch.compile cannot build them while tracing.
+        self.pattern = None if pattern is None else _prepare_pattern(pattern)
 
     def forward(self, x: Tensor, pattern: Pattern | None = None) -> Tensor:
         pattern = self.pattern if pattern is None else pattern

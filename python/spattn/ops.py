@@ -228,9 +228,14 @@ def _attention_outputs(q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     return q.new_empty(*q.shape[:-1], v.shape[-1]), lse
 
 
+# The forward ops optionally take the pattern's transpose (t_row_offsets, t_col_indices, permutation): they do
+# not use it, but their backward does, and as inputs of the forward op they reach the backward even in a graph
+# traced by torch.compile. Without them the backward finds or computes the transpose (see _transposed).
 @torch.library.custom_op("spattn::attention_forward", mutates_args=(), device_types="cpu")
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], row_offsets: Tensor,
-                      col_indices: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+                      col_indices: Tensor, scale: float, t_row_offsets: Optional[Tensor] = None,
+                      t_col_indices: Optional[Tensor] = None,
+                      permutation: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """``out [.., Nq, Dv]`` and ``lse [.., Nq]`` (float64 for float64 inputs, else float32)."""
     return _cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, None, None, scale)
 
@@ -244,7 +249,7 @@ def _cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, group_offset
 
 
 @attention_forward.register_fake
-def _(q, k, v, bias, row_offsets, col_indices, scale):
+def _(q, k, v, bias, row_offsets, col_indices, scale, t_row_offsets=None, t_col_indices=None, permutation=None):
     return _attention_outputs(q, v)
 
 
@@ -281,9 +286,9 @@ def _(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets
 
 
 def _attention_setup_context(ctx, inputs, output, plan=(None, None)):
-    q, k, v, bias, row_offsets, col_indices, scale = inputs
+    q, k, v, bias, row_offsets, col_indices, scale, *transposed = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, bias, out, lse, row_offsets, col_indices, *plan)
+    ctx.save_for_backward(q, k, v, bias, out, lse, row_offsets, col_indices, *plan, *transposed)
     ctx.scale = scale
     ctx.bias_requires_grad = bias is not None and ctx.needs_input_grad[3]
     # lse is an output for the backward pass, not a differentiable result.
@@ -291,12 +296,13 @@ def _attention_setup_context(ctx, inputs, output, plan=(None, None)):
 
 
 def _attention_autograd(ctx, grad_out, grad_lse):
-    q, k, v, bias, out, lse, row_offsets, col_indices, group_offsets, group_rows = ctx.saved_tensors
+    q, k, v, bias, out, lse, row_offsets, col_indices, group_offsets, group_rows, *transposed = ctx.saved_tensors
+    if any(t is None for t in transposed):
+        transposed = _transposed(row_offsets, col_indices, k.shape[-2])
     grad_q, grad_k, grad_v, grad_bias = attention_backward(
-        grad_out, q, k, v, bias, out, lse, row_offsets, col_indices,
-        *_transposed(row_offsets, col_indices, k.shape[-2]), ctx.scale, ctx.bias_requires_grad, group_offsets,
-        group_rows)
-    return grad_q, grad_k, grad_v, grad_bias, None, None, None
+        grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, *transposed, ctx.scale, ctx.bias_requires_grad,
+        group_offsets, group_rows)
+    return grad_q, grad_k, grad_v, grad_bias, None, None, None, None, None, None
 
 
 attention_forward.register_autograd(_attention_autograd, setup_context=_attention_setup_context)
@@ -309,26 +315,28 @@ attention_forward.register_autograd(_attention_autograd, setup_context=_attentio
 # backward gets the plan too.
 @torch.library.custom_op("spattn::attention_forward_grouped", mutates_args=(), device_types="cpu")
 def attention_forward_grouped(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], row_offsets: Tensor,
-                              col_indices: Tensor, group_offsets: Tensor, group_rows: Tensor,
-                              scale: float) -> tuple[Tensor, Tensor]:
+                              col_indices: Tensor, group_offsets: Tensor, group_rows: Tensor, scale: float,
+                              t_row_offsets: Optional[Tensor] = None, t_col_indices: Optional[Tensor] = None,
+                              permutation: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """``out [.., Nq, Dv]`` and ``lse [.., Nq]``, as :func:`attention_forward`."""
     return _cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale)
 
 
 @attention_forward_grouped.register_fake
-def _(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale):
+def _(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale, t_row_offsets=None,
+      t_col_indices=None, permutation=None):
     return _attention_outputs(q, v)
 
 
 def _attention_grouped_setup_context(ctx, inputs, output):
-    q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale = inputs
-    _attention_setup_context(ctx, (q, k, v, bias, row_offsets, col_indices, scale), output,
+    q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale, *transposed = inputs
+    _attention_setup_context(ctx, (q, k, v, bias, row_offsets, col_indices, scale, *transposed), output,
                              (group_offsets, group_rows))
 
 
 def _attention_grouped_autograd(ctx, grad_out, grad_lse):
     grad_q, grad_k, grad_v, grad_bias, *_ = _attention_autograd(ctx, grad_out, grad_lse)
-    return grad_q, grad_k, grad_v, grad_bias, None, None, None, None, None
+    return grad_q, grad_k, grad_v, grad_bias, None, None, None, None, None, None, None, None
 
 
 attention_forward_grouped.register_autograd(_attention_grouped_autograd,

@@ -120,7 +120,9 @@ def _flat_lse(lse: torch.Tensor) -> torch.Tensor:
 
 
 @_register("attention_forward")
-def _attention_forward(q, k, v, bias, row_offsets, col_indices, scale):
+def _attention_forward(q, k, v, bias, row_offsets, col_indices, scale, t_row_offsets=None, t_col_indices=None,
+                       permutation=None):
+    # The transposed pattern (used by the backward only) is not read here.
     out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
     lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
     with _on_device(q):
@@ -131,7 +133,8 @@ def _attention_forward(q, k, v, bias, row_offsets, col_indices, scale):
 
 
 @_register("attention_forward_grouped")
-def _attention_forward_grouped(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale):
+def _attention_forward_grouped(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale,
+                               t_row_offsets=None, t_col_indices=None, permutation=None):
     out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
     lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
     with _on_device(q):
