@@ -121,15 +121,19 @@ def test_plan_is_used_through_the_functional_api():
 
 
 @pytest.mark.parametrize("plan", [False, True])
-def test_opcheck_strided_attention(plan):
+@pytest.mark.parametrize("with_transpose", [False, True])
+def test_opcheck_strided_attention(plan, with_transpose):
     pattern = spattn.patterns.swin(8, 8, 4, shift_size=2)
     qkv, (q, k, v) = fused_projection(2, 64, 2, 8, torch.float64, seed=0)
     bias = torch.randn(2, pattern.nnz, dtype=torch.float64, requires_grad=True)
     csr = (pattern.row_offsets, pattern.col_indices)
+    transposed_pattern, permutation = pattern.transposed()
+    transposed = (transposed_pattern.row_offsets, transposed_pattern.col_indices, permutation) if with_transpose \
+        else ()
     if plan:
-        torch.library.opcheck(ops.attention_forward_grouped, (q, k, v, bias, *csr, *pattern.plan(), 0.5))
+        torch.library.opcheck(ops.attention_forward_grouped, (q, k, v, bias, *csr, *pattern.plan(), 0.5, *transposed))
     else:
-        torch.library.opcheck(ops.attention_forward, (q, k, v, bias, *csr, 0.5))
+        torch.library.opcheck(ops.attention_forward, (q, k, v, bias, *csr, 0.5, *transposed))
 
 
 def test_torch_compile_fullgraph_with_strided_inputs():
