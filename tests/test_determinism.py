@@ -42,24 +42,28 @@ def assert_bitwise_equal(first: list, second: list) -> None:
         assert a.dtype == b.dtype and torch.equal(a, b)
 
 
-PATTERN = patterns.local_1d(256, 33) | patterns.random(256, 256, 0.05, seed=3)
+PATTERN = patterns.local_1d(256, 33) | patterns.random(256, 256, 0.05, seed=3)  # row by row
+SWIN = patterns.swin(28, 28, 7, shift_size=3)  # the execution plan's grouped kernels
+PATTERNS = {"rows": PATTERN, "swin": SWIN}
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_repeated_calls_are_bitwise_equal(dtype, fused):
-    inputs = problem(0, PATTERN, dtype)
-    first = forward_backward(PATTERN, *inputs, fused=fused)
+@pytest.mark.parametrize("kind", sorted(PATTERNS))
+def test_repeated_calls_are_bitwise_equal(kind, dtype, fused):
+    pattern = PATTERNS[kind]
+    inputs = problem(0, pattern, dtype)
+    first = forward_backward(pattern, *inputs, fused=fused)
     for _ in range(3):
-        assert_bitwise_equal(forward_backward(PATTERN, *inputs, fused=fused), first)
+        assert_bitwise_equal(forward_backward(pattern, *inputs, fused=fused), first)
 
 
 CHILD = """
 import sys, torch
 sys.path.insert(0, {tests!r})
-from test_determinism import PATTERN, forward_backward, problem
-results = [forward_backward(PATTERN, *problem(1, PATTERN, dtype), fused=fused)
-           for dtype in (torch.float32, torch.float64) for fused in (True, False)]
+from test_determinism import PATTERNS, forward_backward, problem
+results = [forward_backward(pattern, *problem(1, pattern, dtype), fused=fused) for pattern in PATTERNS.values()
+           for dtype in (torch.float32, torch.float64, torch.bfloat16) for fused in (True, False)]
 torch.save(results, sys.argv[1])
 """
 
@@ -72,7 +76,7 @@ def test_one_and_two_openmp_threads_give_the_same_bits(tmp_path: Path):
         subprocess.run([sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent)), str(path)],
                        env=environment, check=True, timeout=300)
         results[threads] = torch.load(path)
-    assert len(results[1]) == 4
+    assert len(results[1]) == 12
     for one_thread, two_threads in zip(results[1], results[2]):
         assert_bitwise_equal(one_thread, two_threads)
 
