@@ -1,8 +1,10 @@
 """The functional API: attention and its building blocks over a :class:`~spattn.Pattern`.
 
 Every function checks its arguments (types, ranks, matching sizes, the pattern's shape, dtypes, devices)
-and raises TypeError/ValueError naming the argument, then makes the inputs contiguous, flattens the
-leading dimensions into one batch axis and calls the custom ops in :mod:`spattn.ops`.
+and raises TypeError/ValueError naming the argument, then calls the custom ops in :mod:`spattn.ops`: the
+building blocks on contiguous inputs with the leading dimensions flattened into one batch axis, the fused
+attention on q, k, v as given (the CPU kernels read strided views without copying them), with the
+pattern's execution plan where it pays and its transpose when a backward pass may follow.
 """
 
 from __future__ import annotations
@@ -212,7 +214,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Patte
     pattern of shape ``(Nq, Nk)``; bias None, ``[nnz]`` (shared by all heads) or ``[H, nnz]`` (4-D inputs),
     in CSR order, added to the scaled scores; scale defaults to ``1 / sqrt(D)``. Returns ``[.., Nq, Dv]``;
     queries without entries give 0. With ``dropout_p > 0`` the probabilities are dropped out (unfused path:
-    SDDMM, softmax, dropout, SpMM); otherwise one fused kernel runs, which never stores the scores.
+    SDDMM, softmax, dropout, SpMM); otherwise one fused kernel runs, which never stores the scores. On the
+    CPU, q, k and v may be strided views (of one qkv projection, say) and are not copied, and a 4-D result
+    lies in ``[B, Nq, H, Dv]`` memory order (``out.transpose(1, 2)`` is contiguous).
     """
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         _check_tensor(tensor, name)
