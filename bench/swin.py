@@ -48,11 +48,8 @@ def main() -> None:
     for result in results:
         report += [f"**{result.model}**, batch {result.batch_size}: outputs differ by at most "
                    f"{result.max_abs_difference:.1e}", "", demo.format_table(result), ""]
-        if "no attention" in result.forward:
-            floor = {kind: getattr(result, kind)["no attention"] / getattr(result, kind)["timm"]
-                     for kind in ("forward", "forward_backward")}
-            report += [f"With attention for free the model would take {floor['forward']:.2f}x timm's forward and "
-                       f"{floor['forward_backward']:.2f}x its forward+backward: no attention can do better.", ""]
+        if demo.format_floor(result):
+            report += [demo.format_floor(result), ""]
     text = "\n".join(report)
     (out / "swin.md").write_text(text)
     demo.plot_comparison(results, out / "swin.png")

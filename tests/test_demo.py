@@ -13,9 +13,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_writes_table_and_pictures(tmp_path, capsys):
-    assert main(["demo", "--device", "cpu", "--batch-size", "1", "--rounds", "1", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--device", "cpu", "--batch-size", "1", "--rounds", "1", "--out", str(tmp_path),
+                 "--floor"]) == 0
     printed = capsys.readouterr().out
-    assert "spattn / timm" in printed
+    assert "spattn / timm" in printed and "no attention" in printed and "With attention for free" in printed
     difference = float(printed.split("output difference: max ")[1].split(",")[0])
     assert difference < 1e-4
     for name in ("swin_pattern.png", "swin_attention_maps_shifted.png", "swin_timing.png", "swin_table.md"):

@@ -20,6 +20,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--pretrained", action="store_true", help="load pretrained weights (needs network access)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds (default: 5)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time timm with attention for free: the floor no attention can go below")
     parser.set_defaults(run=run)
 
 
@@ -36,7 +38,7 @@ def run(args) -> int:
     out = Path(args.out)
     demo.draw_pattern_pictures(out)
     result = demo.compare_swin(model, batch_size, device, args.dtype, rounds=args.rounds,
-                               pretrained=args.pretrained, measure_memory=not args.no_memory)
+                               pretrained=args.pretrained, measure_memory=not args.no_memory, floor=args.floor)
     table = demo.format_table(result)
     demo.plot_comparison([result], out / "swin_timing.png")
     (out / "swin_table.md").write_text(table + "\n")
@@ -44,5 +46,7 @@ def run(args) -> int:
     print(f"{model}, batch {batch_size}, {device}, {args.dtype}, image {result.image_size[0]}x{result.image_size[1]}")
     print(f"output difference: max {result.max_abs_difference:.2e}, median {result.median_abs_difference:.2e}")
     print(table)
+    if demo.format_floor(result):
+        print(demo.format_floor(result))
     print(f"\npictures and table in {out}/")
     return 0

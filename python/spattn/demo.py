@@ -146,6 +146,16 @@ def format_table(result: SwinComparison) -> str:
     return "\n".join(lines)
 
 
+def format_floor(result: SwinComparison) -> str | None:
+    """One sentence on the attention-free floor, when the comparison timed it (``floor=True``)."""
+    if "no attention" not in result.forward:
+        return None
+    floor = {kind: getattr(result, kind)["no attention"] / getattr(result, kind)["timm"]
+             for kind in ("forward", "forward_backward")}
+    return (f"With attention for free the model would take {floor['forward']:.2f}x timm's forward and "
+            f"{floor['forward_backward']:.2f}x its forward+backward: no attention can do better.")
+
+
 def plot_comparison(results: list[SwinComparison], path: Path) -> None:
     """Bar charts of time (forward, forward+backward) and memory for each model, one figure."""
     import matplotlib
