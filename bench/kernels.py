@@ -53,9 +53,10 @@ def spattn_attention(pattern, shift):
 
 
 def spattn_row_by_row(pattern, shift):
-    spattn.ops.remember_transposed(pattern)  # as the functional API does, so the backward finds it
     csr = (pattern.row_offsets, pattern.col_indices)
-    return lambda q, k, v: spattn.ops.attention_forward(q, k, v, None, *csr, HEAD_DIM ** -0.5)[0]
+    transposed, permutation = pattern.transposed()  # for the backward, as the functional API passes it
+    transposed = (transposed.row_offsets, transposed.col_indices, permutation)
+    return lambda q, k, v: spattn.ops.attention_forward(q, k, v, None, *csr, HEAD_DIM ** -0.5, *transposed)[0]
 
 
 def swin_region_mask(shift):

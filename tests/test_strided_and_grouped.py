@@ -213,3 +213,27 @@ def test_torch_compile_uses_a_plan_and_transpose_built_before_tracing():
     compiled = torch.compile(loss, fullgraph=True)
     torch.testing.assert_close(torch.autograd.grad(compiled(q), q)[0], torch.autograd.grad(loss(q), q)[0],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_torch_compile_building_blocks_get_the_transpose_as_inputs():
+    """sddmm and spmm carry a prepared pattern's transpose into the graph too (their backward reduces over
+    it), instead of their backward recomputing it."""
+    from spattn.functional import _prepare_pattern
+
+    pattern = _prepare_pattern(spattn.patterns.swin(14, 14, 7, shift_size=3))
+    a = torch.randn(2, 196, 8, requires_grad=True)
+
+    def loss(a):
+        weights = spattn.sparse_softmax(spattn.sddmm(a, a, pattern), pattern)
+        return spattn.spmm(weights, a, pattern).square().sum()
+
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(loss)(a)
+    nodes = {node.target: node for graph in explanation.graphs for node in graph.graph.nodes}
+    assert explanation.graph_count == 1
+    for op in (torch.ops.spattn.sddmm.default, torch.ops.spattn.spmm.default):
+        assert len(nodes[op].args) + len(nodes[op].kwargs) == 7  # two operands, the CSR, the transpose
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True)
+    torch.testing.assert_close(torch.autograd.grad(compiled(a), a)[0], torch.autograd.grad(loss(a), a)[0],
+                               rtol=1e-5, atol=1e-5)

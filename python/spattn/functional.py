@@ -68,13 +68,6 @@ def _as_batch(tensor: Tensor, trailing: int) -> Tensor:
     return tensor.contiguous().reshape(batch, *tensor.shape[tensor.ndim - trailing:])
 
 
-def _prepare_backward(pattern: Pattern, *tensors: Tensor | None) -> None:
-    # In eager mode, hands the pattern's cached transpose to the backward passes (see ops._transposed).
-    if torch.is_grad_enabled() and not torch.compiler.is_compiling() and \
-            any(t is not None and t.requires_grad for t in tensors):
-        ops.remember_transposed(pattern)
-
-
 # ---- building blocks -------------------------------------------------------------------------------------
 def sddmm(a: Tensor, b: Tensor, pattern: Pattern) -> Tensor:
     """``(a @ b^T)`` sampled on the pattern.
@@ -89,8 +82,8 @@ def sddmm(a: Tensor, b: Tensor, pattern: Pattern) -> Tensor:
     if b.shape[-1] != a.shape[-1]:
         raise ValueError(f"b: last dimension {b.shape[-1]} must match a's {a.shape[-1]}")
     pattern = _check_pattern(pattern, a.shape[-2], b.shape[-2], a.device, "a.shape[-2]", "b.shape[-2]")
-    _prepare_backward(pattern, a, b)
-    out = ops.sddmm(_as_batch(a, 2), _as_batch(b, 2), pattern.row_offsets, pattern.col_indices)
+    out = ops.sddmm(_as_batch(a, 2), _as_batch(b, 2), pattern.row_offsets, pattern.col_indices,
+                    *_transposed_for_backward(pattern, a, b))
     return out.reshape(*a.shape[:-2], pattern.nnz)
 
 
@@ -129,8 +122,8 @@ def spmm(values: Tensor, b: Tensor, pattern: Pattern) -> Tensor:
     if values.shape[-1] != pattern.nnz:
         raise ValueError(f"values: last dimension {values.shape[-1]} must be the pattern's nnz = {pattern.nnz}")
     pattern = pattern.to(b.device)
-    _prepare_backward(pattern, values, b)
-    out = ops.spmm(_as_batch(values, 1), _as_batch(b, 2), pattern.row_offsets, pattern.col_indices)
+    out = ops.spmm(_as_batch(values, 1), _as_batch(b, 2), pattern.row_offsets, pattern.col_indices,
+                   *_transposed_for_backward(pattern, values, b))
     return out.reshape(*b.shape[:-2], pattern.shape[0], b.shape[-1])
 
 
@@ -247,15 +240,15 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Patte
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
 
     if dropout_p > 0.0:
-        _prepare_backward(pattern, q, k, v, bias)
         q3, k3, v3 = _as_batch(q, 2), _as_batch(k, 2), _as_batch(v, 2)
-        scores = ops.sddmm(q3, k3, pattern.row_offsets, pattern.col_indices) * scale
+        csr = (pattern.row_offsets, pattern.col_indices)
+        scores = ops.sddmm(q3, k3, *csr, *_transposed_for_backward(pattern, q, k)) * scale
         if bias is not None:
             problems = q3.shape[0]
             scores = (scores.view(problems // heads, heads, pattern.nnz) + bias).view(problems, pattern.nnz)
         probabilities = ops.sparse_softmax(scores, pattern.row_offsets, pattern.col_indices)
         probabilities = torch.nn.functional.dropout(probabilities, dropout_p, training=True)
-        out = ops.spmm(probabilities, v3, pattern.row_offsets, pattern.col_indices)
+        out = ops.spmm(probabilities, v3, *csr, *_transposed_for_backward(pattern, q, k, v, bias))
         return out.view(*q.shape[:-1], v.shape[-1])
     # The fused ops take q, k, v as they are (on the CPU even strided: views of a fused projection cost no
     # copy) and return out shaped like q; on the CPU a 4-D out lies in [B, N, H, Dv] memory order.

@@ -2,17 +2,17 @@
 one short block per op.
 
 Every op takes 3-D tensors (``[batch, N, D]``; the attention ops also ``[B, H, N, D]``) and pattern values
-``[batch, nnz]`` in CSR order; :mod:`spattn.functional` checks and reshapes user inputs before calling them. The pattern travels
-as its ``row_offsets``/``col_indices`` tensors; its number of columns is ``b.shape[1]`` (``k.shape[1]``).
-The backward ops are custom ops too, so ``torch.compile`` sees no graph break; they take the transposed
-pattern (``t_row_offsets``, ``t_col_indices``, ``permutation``). CUDA kernels for the same ops are
-registered elsewhere with ``op.register_kernel("cuda")``.
+``[batch, nnz]`` in CSR order; :mod:`spattn.functional` checks and reshapes user inputs before calling
+them. The pattern travels as its ``row_offsets``/``col_indices`` tensors; its number of columns is
+``b.shape[-2]`` (``k.shape[-2]``). The backward ops are custom ops too, so ``torch.compile`` sees no graph
+break; they take the transposed pattern (``t_row_offsets``, ``t_col_indices``, ``permutation``), which the
+forward ops accept as optional inputs. CUDA kernels for the same ops are registered elsewhere with
+``op.register_kernel("cuda")``.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Optional
 
 import numpy as np
@@ -22,8 +22,7 @@ from torch import Tensor
 from ._core import _C
 
 __all__ = ["sddmm", "sddmm_backward", "sparse_softmax", "sparse_softmax_backward", "spmm", "spmm_backward",
-           "attention_forward", "attention_forward_grouped", "attention_backward", "transpose_pattern",
-           "remember_transposed"]
+           "attention_forward", "attention_forward_grouped", "attention_backward", "transpose_pattern"]
 
 
 def _contiguous(*tensors):
@@ -35,32 +34,13 @@ def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 # ---- the transposed pattern for backward passes ----------------------------------------------------------
-# The forward ops receive only the pattern's tensors, yet their backward needs its transpose. In eager mode
-# the transpose cached on the Pattern is found here, keyed by the identity of the pattern's col_indices
-# tensor (the functional API registers it; the entry goes when that tensor dies). Otherwise (ops called
-# directly, or traced by torch.compile, where tensors are stand-ins) the transpose_pattern op computes it,
-# O(nnz). A WeakKeyDictionary cannot be used: it compares tensor keys with ==, which is elementwise.
-_transposed_by_id: dict[int, tuple] = {}
-
-
-def remember_transposed(pattern) -> None:
-    """Makes the cached ``pattern.transposed()`` available to the backward of ops called with the
-    pattern's tensors."""
-    col_indices = pattern.col_indices
-    entry = _transposed_by_id.get(id(col_indices))
-    if entry is not None and entry[0]() is col_indices:
-        return
-    transposed, permutation = pattern.transposed()
-    _transposed_by_id[id(col_indices)] = (weakref.ref(col_indices), pattern.row_offsets, transposed.row_offsets,
-                                          transposed.col_indices, permutation)
-    weakref.finalize(col_indices, _transposed_by_id.pop, id(col_indices), None)
-
-
-def _transposed(row_offsets: Tensor, col_indices: Tensor, n_cols: int) -> tuple[Tensor, Tensor, Tensor]:
-    entry = _transposed_by_id.get(id(col_indices))
-    if entry is not None and entry[0]() is col_indices and entry[1] is row_offsets and \
-            entry[2].shape[0] == n_cols + 1:
-        return entry[2:]
+# Backward passes reduce over the pattern's transpose. The forward ops take it as optional inputs (the
+# functional API passes the one cached on the Pattern), which reach their backward also in graphs traced by
+# torch.compile; an op called without it has its backward compute it with the transpose_pattern op, O(nnz).
+def _given_or_computed_transpose(given, row_offsets: Tensor, col_indices: Tensor, n_cols: int) -> tuple:
+    """The transposed pattern a forward op was given (saved for its backward), else computed now."""
+    if len(given) == 3 and all(t is not None for t in given):
+        return tuple(given)
     return transpose_pattern(row_offsets, col_indices, n_cols)
 
 
@@ -83,7 +63,9 @@ def _(row_offsets, col_indices, n_cols):
 
 # ---- SDDMM -----------------------------------------------------------------------------------------------
 @torch.library.custom_op("spattn::sddmm", mutates_args=(), device_types="cpu")
-def sddmm(a: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor) -> Tensor:
+def sddmm(a: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor, t_row_offsets: Optional[Tensor] = None,
+          t_col_indices: Optional[Tensor] = None, permutation: Optional[Tensor] = None) -> Tensor:
+    """``[batch, nnz]``; the transposed pattern, if given, serves the backward (see the fused ops)."""
     a, b = _contiguous(a, b)
     out = a.new_empty(a.shape[0], col_indices.shape[0])
     _C.cpu_sddmm(a, b, row_offsets, col_indices, out)
@@ -91,7 +73,7 @@ def sddmm(a: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor) -> Ten
 
 
 @sddmm.register_fake
-def _(a, b, row_offsets, col_indices):
+def _(a, b, row_offsets, col_indices, t_row_offsets=None, t_col_indices=None, permutation=None):
     return a.new_empty(a.shape[0], col_indices.shape[0])
 
 
@@ -116,10 +98,10 @@ def _sddmm_setup_context(ctx, inputs, output):
 
 
 def _sddmm_autograd(ctx, grad):
-    a, b, row_offsets, col_indices = ctx.saved_tensors
+    a, b, row_offsets, col_indices, *transposed = ctx.saved_tensors
     grad_a, grad_b = sddmm_backward(grad, a, b, row_offsets, col_indices,
-                                    *_transposed(row_offsets, col_indices, b.shape[1]))
-    return grad_a, grad_b, None, None
+                                    *_given_or_computed_transpose(transposed, row_offsets, col_indices, b.shape[1]))
+    return grad_a, grad_b, None, None, None, None, None
 
 
 sddmm.register_autograd(_sddmm_autograd, setup_context=_sddmm_setup_context)
@@ -167,7 +149,9 @@ sparse_softmax.register_autograd(_sparse_softmax_autograd, setup_context=_sparse
 
 # ---- SpMM ------------------------------------------------------------------------------------------------
 @torch.library.custom_op("spattn::spmm", mutates_args=(), device_types="cpu")
-def spmm(values: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor) -> Tensor:
+def spmm(values: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor, t_row_offsets: Optional[Tensor] = None,
+         t_col_indices: Optional[Tensor] = None, permutation: Optional[Tensor] = None) -> Tensor:
+    """``[batch, rows, D]``; the transposed pattern, if given, serves the backward (see the fused ops)."""
     values, b = _contiguous(values, b)
     out = b.new_empty(b.shape[0], row_offsets.shape[0] - 1, b.shape[2])
     _C.cpu_spmm(values, b, row_offsets, col_indices, out)
@@ -175,7 +159,7 @@ def spmm(values: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor) ->
 
 
 @spmm.register_fake
-def _(values, b, row_offsets, col_indices):
+def _(values, b, row_offsets, col_indices, t_row_offsets=None, t_col_indices=None, permutation=None):
     return b.new_empty(b.shape[0], row_offsets.shape[0] - 1, b.shape[2])
 
 
@@ -200,10 +184,10 @@ def _spmm_setup_context(ctx, inputs, output):
 
 
 def _spmm_autograd(ctx, grad_out):
-    values, b, row_offsets, col_indices = ctx.saved_tensors
+    values, b, row_offsets, col_indices, *transposed = ctx.saved_tensors
     grad_values, grad_b = spmm_backward(grad_out, values, b, row_offsets, col_indices,
-                                        *_transposed(row_offsets, col_indices, b.shape[1]))
-    return grad_values, grad_b, None, None
+                                        *_given_or_computed_transpose(transposed, row_offsets, col_indices, b.shape[1]))
+    return grad_values, grad_b, None, None, None, None, None
 
 
 spmm.register_autograd(_spmm_autograd, setup_context=_spmm_setup_context)
@@ -297,8 +281,7 @@ def _attention_setup_context(ctx, inputs, output, plan=(None, None)):
 
 def _attention_autograd(ctx, grad_out, grad_lse):
     q, k, v, bias, out, lse, row_offsets, col_indices, group_offsets, group_rows, *transposed = ctx.saved_tensors
-    if any(t is None for t in transposed):
-        transposed = _transposed(row_offsets, col_indices, k.shape[-2])
+    transposed = _given_or_computed_transpose(transposed, row_offsets, col_indices, k.shape[-2])
     grad_q, grad_k, grad_v, grad_bias = attention_backward(
         grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, *transposed, ctx.scale, ctx.bias_requires_grad,
         group_offsets, group_rows)

@@ -55,7 +55,7 @@ def _register(name: str):
 
 # ---- unfused ---------------------------------------------------------------------------------------------
 @_register("sddmm")
-def _sddmm(a, b, row_offsets, col_indices):
+def _sddmm(a, b, row_offsets, col_indices, t_row_offsets=None, t_col_indices=None, permutation=None):
     out = torch.empty((a.shape[0], col_indices.shape[0]), dtype=a.dtype, device=a.device)
     with _on_device(a):
         _C.cuda_sddmm(_dl(a), _dl(b), _dl(row_offsets), _dl(col_indices), _dl(out), _stream(a))
@@ -90,7 +90,7 @@ def _sparse_softmax_backward(grad, out, row_offsets, col_indices):
 
 
 @_register("spmm")
-def _spmm(values, b, row_offsets, col_indices):
+def _spmm(values, b, row_offsets, col_indices, t_row_offsets=None, t_col_indices=None, permutation=None):
     out = torch.empty((b.shape[0], row_offsets.shape[0] - 1, b.shape[2]), dtype=b.dtype, device=b.device)
     with _on_device(b):
         _C.cuda_spmm(_dl(values), _dl(b), _dl(row_offsets), _dl(col_indices), _dl(out), _stream(b))
