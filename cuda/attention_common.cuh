@@ -80,6 +80,29 @@ constexpr int entries_per_step() {
   return Shape::kElems <= 4 ? 4 : Shape::kElems <= 8 ? 2 : 1;
 }
 
+// The keys and values of entries [step, step + kStep) of a row whose entries end at `end`, all loads issued
+// before the first use; entries past the end load as zeros (the callers give them no weight).
+template <typename Shape, int kStep, typename D>
+__device__ __forceinline__ void load_step_keys_and_values(const index_t* __restrict__ col_indices, index_t step,
+                                                          index_t end, const D* __restrict__ k_problem,
+                                                          index_t head_dim, const D* __restrict__ v_problem,
+                                                          index_t value_dim, int lane,
+                                                          float (&key)[kStep][Shape::kElems],
+                                                          float (&value)[kStep][Shape::kElems]) {
+#pragma unroll
+  for (int u = 0; u < kStep; ++u) {
+    const index_t entry = step + u;
+    if (entry < end) {
+      const index_t column = col_indices[entry];
+      load_fragment<Shape>(k_problem + column * head_dim, head_dim, lane, key[u]);
+      load_fragment<Shape>(v_problem + column * value_dim, value_dim, lane, value[u]);
+    } else {
+      zero_fragment(key[u]);
+      zero_fragment(value[u]);
+    }
+  }
+}
+
 inline bool aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
 
 // Calls launch(FragmentShape<...>{}) with the shape for these dims; `aligned`: every dense array the kernel

@@ -44,20 +44,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) attention_forward_kernel(con
 
     const index_t begin = args.row_offsets[row], end = args.row_offsets[row + 1];
     for (index_t step = begin; step < end; step += kStep) {
-      // Issue every load of the step before the first use.
       float key[kStep][kElems], value[kStep][kElems], score[kStep];
-#pragma unroll
-      for (int u = 0; u < kStep; ++u) {
-        const index_t entry = step + u;
-        if (entry < end) {
-          const index_t column = args.col_indices[entry];
-          load_fragment<Shape>(k_problem + column * args.head_dim, args.head_dim, lane, key[u]);
-          load_fragment<Shape>(v_problem + column * args.value_dim, args.value_dim, lane, value[u]);
-        } else {
-          zero_fragment(key[u]);
-          zero_fragment(value[u]);
-        }
-      }
+      load_step_keys_and_values<Shape, kStep>(args.col_indices, step, end, k_problem, args.head_dim, v_problem,
+                                              args.value_dim, lane, key, value);
       float step_max = kNegativeInfinity;
 #pragma unroll
       for (int u = 0; u < kStep; ++u) {

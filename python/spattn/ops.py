@@ -29,6 +29,11 @@ def _contiguous(*tensors):
     return [t.contiguous() if t is not None else None for t in tensors]
 
 
+def _contiguous_like(*tensors):
+    """Empty contiguous tensors shaped like these (what the kernels write)."""
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in tensors)
+
+
 def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -89,22 +94,25 @@ def sddmm_backward(grad: Tensor, a: Tensor, b: Tensor, row_offsets: Tensor, col_
 
 @sddmm_backward.register_fake
 def _(grad, a, b, *pattern):
-    return torch.empty_like(a, memory_format=torch.contiguous_format), \
-        torch.empty_like(b, memory_format=torch.contiguous_format)
+    return _contiguous_like(a, b)
 
 
-def _sddmm_setup_context(ctx, inputs, output):
+# sddmm and spmm: inputs (x, b, row_offsets, col_indices, transpose...), gradients for x and b from their
+# backward op over the transposed pattern.
+def _save_inputs(ctx, inputs, output):
     ctx.save_for_backward(*inputs)
 
 
-def _sddmm_autograd(ctx, grad):
-    a, b, row_offsets, col_indices, *transposed = ctx.saved_tensors
-    grad_a, grad_b = sddmm_backward(grad, a, b, row_offsets, col_indices,
-                                    *_given_or_computed_transpose(transposed, row_offsets, col_indices, b.shape[1]))
-    return grad_a, grad_b, None, None, None, None, None
+def _two_operand_autograd(backward_op):
+    def autograd(ctx, grad):
+        x, b, row_offsets, col_indices, *transposed = ctx.saved_tensors
+        grad_x, grad_b = backward_op(grad, x, b, row_offsets, col_indices,
+                                     *_given_or_computed_transpose(transposed, row_offsets, col_indices, b.shape[1]))
+        return grad_x, grad_b, None, None, None, None, None
+    return autograd
 
 
-sddmm.register_autograd(_sddmm_autograd, setup_context=_sddmm_setup_context)
+sddmm.register_autograd(_two_operand_autograd(sddmm_backward), setup_context=_save_inputs)
 
 
 # ---- sparse softmax --------------------------------------------------------------------------------------
@@ -118,7 +126,7 @@ def sparse_softmax(values: Tensor, row_offsets: Tensor, col_indices: Tensor) -> 
 
 @sparse_softmax.register_fake
 def _(values, row_offsets, col_indices):
-    return torch.empty_like(values, memory_format=torch.contiguous_format)
+    return _contiguous_like(values)[0]
 
 
 @torch.library.custom_op("spattn::sparse_softmax_backward", mutates_args=(), device_types="cpu")
@@ -131,7 +139,7 @@ def sparse_softmax_backward(grad: Tensor, out: Tensor, row_offsets: Tensor, col_
 
 @sparse_softmax_backward.register_fake
 def _(grad, out, row_offsets, col_indices):
-    return torch.empty_like(out, memory_format=torch.contiguous_format)
+    return _contiguous_like(out)[0]
 
 
 def _sparse_softmax_setup_context(ctx, inputs, output):
@@ -175,22 +183,10 @@ def spmm_backward(grad_out: Tensor, values: Tensor, b: Tensor, row_offsets: Tens
 
 @spmm_backward.register_fake
 def _(grad_out, values, b, *pattern):
-    return torch.empty_like(values, memory_format=torch.contiguous_format), \
-        torch.empty_like(b, memory_format=torch.contiguous_format)
+    return _contiguous_like(values, b)
 
 
-def _spmm_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _spmm_autograd(ctx, grad_out):
-    values, b, row_offsets, col_indices, *transposed = ctx.saved_tensors
-    grad_values, grad_b = spmm_backward(grad_out, values, b, row_offsets, col_indices,
-                                        *_given_or_computed_transpose(transposed, row_offsets, col_indices, b.shape[1]))
-    return grad_values, grad_b, None, None, None, None, None
-
-
-spmm.register_autograd(_spmm_autograd, setup_context=_spmm_setup_context)
+spmm.register_autograd(_two_operand_autograd(spmm_backward), setup_context=_save_inputs)
 
 
 # ---- fused attention -------------------------------------------------------------------------------------
@@ -250,9 +246,8 @@ def attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indic
     ``group_rows``) the CPU kernel runs groups of rows sharing their columns as dense problems."""
     grad_out, q, k, v, out = _rows_contiguous(grad_out, q, k, v, out)
     bias, lse = _contiguous(bias, lse)
-    like = lambda t: torch.empty(t.shape, dtype=t.dtype, device=t.device)  # noqa: E731  (contiguous)
-    grad_q, grad_k, grad_v = like(q), like(k), like(v)
-    grad_bias = like(bias) if bias is not None and bias_requires_grad else None
+    grad_q, grad_k, grad_v = _contiguous_like(q, k, v)
+    grad_bias = _contiguous_like(bias)[0] if bias is not None and bias_requires_grad else None
     # Scratch owned by torch, as the core never allocates: per-entry probabilities and score gradients.
     batch = math.prod(q.shape[:-2])
     workspace = lse.new_empty(_C.cpu_attention_backward_workspace_size(batch, col_indices.shape[0]))
@@ -265,8 +260,8 @@ def attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indic
 @attention_backward.register_fake
 def _(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices, permutation,
       scale, bias_requires_grad, group_offsets=None, group_rows=None):
-    like = lambda t: torch.empty_like(t, memory_format=torch.contiguous_format)  # noqa: E731
-    return like(q), like(k), like(v), (like(bias) if bias is not None and bias_requires_grad else None)
+    grad_bias = _contiguous_like(bias)[0] if bias is not None and bias_requires_grad else None
+    return (*_contiguous_like(q, k, v), grad_bias)
 
 
 def _attention_setup_context(ctx, inputs, output, plan=(None, None)):

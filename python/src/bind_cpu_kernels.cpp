@@ -13,11 +13,20 @@
 
 namespace spattn::python {
 
+namespace {
+
+// Two [batch, n, dim] operands of one product: `second` has `first`'s batch size, dim and dtype.
+void check_operand_pair(const Array& first, const char* first_name, const Array& second, const char* second_name) {
+  check_layout(first, first_name, 3);
+  check_dense(second, second_name, first, first_name, size(first, 0));
+  check_size(second, second_name, 2, size(first, 2), (std::string(first_name) + "'s last dimension").c_str());
+}
+
+}  // namespace
+
 void bind_cpu_kernels(nb::module_& m) {
   m.def("cpu_sddmm", [](Array a, Array b, Array row_offsets, Array col_indices, Array out) {
-    check_layout(a, "a", 3);
-    check_dense(b, "b", a, "a", size(a, 0));
-    check_size(b, "b", 2, size(a, 2), "a's last dimension");
+    check_operand_pair(a, "a", b, "b");
     nb::gil_scoped_release release;
     const CsrView pattern = checked_pattern(size(a, 1), size(b, 1), row_offsets, col_indices);
     check_values(out, "out", a, "a", size(a, 0), pattern.nnz());
@@ -30,9 +39,7 @@ void bind_cpu_kernels(nb::module_& m) {
   m.def("cpu_sddmm_backward", [](Array grad, Array a, Array b, Array row_offsets, Array col_indices,
                                  Array t_row_offsets, Array t_col_indices, Array permutation, Array grad_a,
                                  Array grad_b) {
-    check_layout(a, "a", 3);
-    check_dense(b, "b", a, "a", size(a, 0));
-    check_size(b, "b", 2, size(a, 2), "a's last dimension");
+    check_operand_pair(a, "a", b, "b");
     check_like(grad_a, "grad_a", a, "a");
     check_like(grad_b, "grad_b", b, "b");
     nb::gil_scoped_release release;
@@ -94,9 +101,7 @@ void bind_cpu_kernels(nb::module_& m) {
   m.def("cpu_spmm_backward", [](Array grad_out, Array values, Array b, Array row_offsets, Array col_indices,
                                 Array t_row_offsets, Array t_col_indices, Array permutation, Array grad_values,
                                 Array grad_b) {
-    check_layout(b, "b", 3);
-    check_dense(grad_out, "grad_out", b, "b", size(b, 0));
-    check_size(grad_out, "grad_out", 2, size(b, 2), "b's last dimension");
+    check_operand_pair(b, "b", grad_out, "grad_out");
     check_like(grad_b, "grad_b", b, "b");
     nb::gil_scoped_release release;
     const CsrView pattern = checked_pattern(size(grad_out, 1), size(b, 1), row_offsets, col_indices);

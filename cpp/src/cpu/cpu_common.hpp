@@ -202,6 +202,33 @@ inline float8 load8(const float* x) {
   return result;
 }
 
+// One 32-byte store. (A memcpy from an array of vectors can go through the stack in 16-byte halves, and
+// the 32-byte load that reads the result back then waits for both: a store-forwarding stall.)
+SPATTN_ALWAYS_INLINE void store8(float* destination, float8 value) {
+  using unaligned_float8 = float __attribute__((vector_size(32), aligned(4)));
+  *reinterpret_cast<unaligned_float8*>(destination) = value;
+}
+
+// Transposes 8 rows of 8 in registers: three rounds of two-input shuffles (unpack, pair, half swaps).
+SPATTN_ALWAYS_INLINE void transpose8x8(float8* x) {  // x: 8 vectors
+  float8 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shuffle(x[i], x[i + 1], int8{0, 8, 1, 9, 4, 12, 5, 13});
+    t[i + 1] = __builtin_shuffle(x[i], x[i + 1], int8{2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  for (int i = 0; i < 8; i += 4) {
+    for (int h = 0; h < 2; ++h) {
+      u[i + h] = __builtin_shuffle(t[i + h], t[i + 2 + h], int8{0, 1, 8, 9, 4, 5, 12, 13});
+      u[i + 2 + h] = __builtin_shuffle(t[i + h], t[i + 2 + h], int8{2, 3, 10, 11, 6, 7, 14, 15});
+    }
+  }
+  for (int i = 0; i < 4; ++i) {
+    const int a = i % 2 * 2 + i / 2;  // u holds rows' dims in the order 0 2 1 3 within each half
+    x[i] = __builtin_shuffle(u[a], u[a + 4], int8{0, 1, 2, 3, 8, 9, 10, 11});
+    x[i + 4] = __builtin_shuffle(u[a], u[a + 4], int8{4, 5, 6, 7, 12, 13, 14, 15});
+  }
+}
+
 inline float8 pairwise_sums(float8 a, float8 b) {  // hadd: [a0+a1, a2+a3, b0+b1, b2+b3 | same for 4..7]
   return __builtin_shuffle(a, b, int8{0, 2, 8, 10, 4, 6, 12, 14}) +
          __builtin_shuffle(a, b, int8{1, 3, 9, 11, 5, 7, 13, 15});
@@ -257,6 +284,8 @@ inline void load_row(Acc* x, const T* y, index_t n) {
 #pragma omp simd
   for (index_t d = 0; d < n; ++d) x[d] = load(y[d]);
 }
+
+inline index_t round_up(index_t value, index_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
 template <typename Acc>
 inline void zero_row(Acc* x, index_t n) {
