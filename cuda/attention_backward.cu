@@ -7,6 +7,7 @@
 
 #include "attention_common.cuh"
 #include "attention_workspace.hpp"
+#include "mma_tiles.cuh"
 
 namespace spattn::cuda {
 namespace detail {
@@ -35,6 +36,10 @@ struct BackwardArguments {
   float* __restrict__ bias_partial;  // workspace [bias_chunks, bias_heads, nnz] (when grad_bias is wanted)
   index_t bias_chunks;
   float scale;
+  // With the tensor-core kernel (attention_backward_mma.cu): the plan's group of each row and the plan, so the
+  // column pass skips the columns that kernel completed. Null: the column pass takes every column.
+  const index_t* __restrict__ group_of_row;
+  const index_t* __restrict__ group_offsets;
 };
 
 __device__ __forceinline__ float probability(float score, float lse) {
@@ -141,6 +146,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
   for (index_t item = first_item<kLanes>(); item < items; item += item_stride<kLanes>()) {
     const index_t problem = item / args.cols, column = item % args.cols;
+    const index_t begin = args.transposed_row_offsets[column], end = args.transposed_row_offsets[column + 1];
+    if (args.group_of_row != nullptr && end > begin) {
+      const index_t group = args.group_of_row[args.transposed_col_indices[begin]];
+      if (column_owned_by_group(end - begin, args.group_offsets[group + 1] - args.group_offsets[group])) continue;
+    }
     const D* q_problem = args.q + problem * args.rows * args.head_dim;
     const D* grad_out_problem = args.grad_out + problem * args.rows * args.value_dim;
     const float* lse_problem = args.lse + problem * args.rows;
@@ -154,7 +164,6 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     zero_fragment(grad_k);
     zero_fragment(grad_v);
 
-    const index_t begin = args.transposed_row_offsets[column], end = args.transposed_row_offsets[column + 1];
     for (index_t step = begin; step < end; step += kStep) {
       float query[kStep][kElems], grad_out[kStep][kElems];
       index_t rows[kStep];
@@ -193,15 +202,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   }
 }
 
-}  // namespace
-}  // namespace detail
-
 template <typename T>
-void attention_backward(CsrView pattern, TransposedView transposed, const T* q, const T* k, const T* v,
-                        const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
-                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
-                        accumulate_t<T>* workspace, cudaStream_t stream) {
-  using namespace detail;
+BackwardArguments<device_t<T>> backward_arguments(CsrView pattern, TransposedView transposed, const T* q, const T* k,
+                                                  const T* v, const T* bias, const T* out, const T* grad_out,
+                                                  const float* lse, AttentionDims dims, double scale, T* grad_q,
+                                                  T* grad_k, T* grad_v, T* grad_bias, float* workspace) {
   SPATTN_CHECK(dims.batch >= 0 && pattern.rows >= 0 && pattern.cols >= 0, "attention_backward: negative size");
   // (A bias of zero entries may arrive as a null pointer with bias_heads > 0; it is never read.)
   SPATTN_CHECK(dims.bias_heads >= 0 && (bias == nullptr || dims.bias_heads > 0),
@@ -210,47 +215,49 @@ void attention_backward(CsrView pattern, TransposedView transposed, const T* q, 
   SPATTN_CHECK(transposed.pattern.rows == pattern.cols && transposed.pattern.cols == pattern.rows,
                "attention_backward: the transposed pattern has shape (", transposed.pattern.rows, ", ",
                transposed.pattern.cols, "), expected (", pattern.cols, ", ", pattern.rows, ")");
-  using D = device_t<T>;
-  // Layout in attention_workspace.hpp: delta, then the partial sums of grad_bias.
-  float* delta = workspace;
-  float* bias_partial = workspace + dims.batch * pattern.rows;
-  const index_t chunks = bias_chunks(dims.batch, dims.bias_heads);
-  BackwardArguments<D> args{pattern.rows,
-                            pattern.cols,
-                            dims.batch,
-                            dims.head_dim,
-                            dims.value_dim,
-                            dims.bias_heads,
-                            pattern.row_offsets,
-                            pattern.col_indices,
-                            transposed.pattern.row_offsets,
-                            transposed.pattern.col_indices,
-                            transposed.permutation,
-                            to_device(q),
-                            to_device(k),
-                            to_device(v),
-                            to_device(bias),
-                            to_device(out),
-                            to_device(grad_out),
-                            lse,
-                            to_device(grad_q),
-                            to_device(grad_k),
-                            to_device(grad_v),
-                            to_device(grad_bias),
-                            delta,
-                            bias_partial,
-                            chunks,
-                            static_cast<float>(scale)};
-  const bool aligned = aligned_16(q) && aligned_16(k) && aligned_16(v) && aligned_16(out) && aligned_16(grad_out) &&
-                       aligned_16(grad_q) && aligned_16(grad_k) && aligned_16(grad_v);
-  const index_t row_items =
-      (grad_bias != nullptr ? chunks * dims.bias_heads : dims.batch) * pattern.rows;
-  const index_t column_items = dims.batch * pattern.cols;
-  dispatch_fragment_shape(dims.head_dim, dims.value_dim, aligned, [&](auto shape) {
+  const BackwardWorkspace scratch(workspace, dims.batch, pattern.rows, dims.bias_heads);
+  return {pattern.rows,
+          pattern.cols,
+          dims.batch,
+          dims.head_dim,
+          dims.value_dim,
+          dims.bias_heads,
+          pattern.row_offsets,
+          pattern.col_indices,
+          transposed.pattern.row_offsets,
+          transposed.pattern.col_indices,
+          transposed.permutation,
+          to_device(q),
+          to_device(k),
+          to_device(v),
+          to_device(bias),
+          to_device(out),
+          to_device(grad_out),
+          lse,
+          to_device(grad_q),
+          to_device(grad_k),
+          to_device(grad_v),
+          to_device(grad_bias),
+          scratch.delta,
+          scratch.bias_partial,
+          scratch.bias_chunks,
+          static_cast<float>(scale),
+          nullptr,
+          nullptr};
+}
+
+// The row pass (unless the tensor-core kernel did its work: with_rows false), the column pass, and the sum
+// of the bias gradient's partial sums.
+template <typename D>
+void launch_backward(const BackwardArguments<D>& args, bool aligned, bool with_rows, cudaStream_t stream) {
+  const bool sum_bias = args.grad_bias != nullptr;
+  const index_t row_items = (sum_bias ? args.bias_chunks * args.bias_heads : args.batch) * args.rows;
+  const index_t column_items = args.batch * args.cols;
+  dispatch_fragment_shape(args.head_dim, args.value_dim, aligned, [&](auto shape) {
     using Shape = decltype(shape);
     constexpr int kItemsPerBlock = kThreadsPerBlock / Shape::kLanes;
     // Rows first: the column pass reads delta.
-    if (row_items > 0) {
+    if (with_rows && row_items > 0) {
       attention_backward_rows_kernel<Shape, D><<<blocks_for(row_items, kItemsPerBlock), kThreadsPerBlock, 0, stream>>>(args);
       SPATTN_CUDA_CHECK_LAUNCH();
     }
@@ -260,18 +267,76 @@ void attention_backward(CsrView pattern, TransposedView transposed, const T* q, 
       SPATTN_CUDA_CHECK_LAUNCH();
     }
   });
-  if (grad_bias != nullptr && dims.bias_heads > 0) {
+  if (sum_bias && args.bias_heads > 0) {
     // After the row pass on the same stream. nnz lives on the device, so the grid is fixed and strides.
     attention_backward_bias_kernel<D><<<kBiasSumBlocks, kThreadsPerBlock, 0, stream>>>(
-        pattern.rows, pattern.row_offsets, bias_partial, to_device(grad_bias), dims.bias_heads, chunks);
+        args.rows, args.row_offsets, args.bias_partial, args.grad_bias, args.bias_heads, args.bias_chunks);
     SPATTN_CUDA_CHECK_LAUNCH();
   }
 }
 
-#define SPATTN_INSTANTIATE(T)                                                                                \
+template <typename T>
+bool all_aligned(std::initializer_list<const T*> pointers) {
+  for (const T* pointer : pointers) {
+    if (!aligned_16(pointer)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+}  // namespace detail
+
+template <typename T>
+void attention_backward(CsrView pattern, TransposedView transposed, const T* q, const T* k, const T* v,
+                        const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
+                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
+                        accumulate_t<T>* workspace, cudaStream_t stream) {
+  using namespace detail;
+  const auto args = backward_arguments(pattern, transposed, q, k, v, bias, out, grad_out, lse, dims, scale, grad_q,
+                                       grad_k, grad_v, grad_bias, workspace);
+  const bool aligned = all_aligned<T>({q, k, v, out, grad_out, grad_q, grad_k, grad_v});
+  launch_backward(args, aligned, true, stream);
+}
+
+template <typename T>
+void attention_backward(CsrView pattern, TransposedView transposed, GroupsView groups, const T* q, const T* k,
+                        const T* v, const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
+                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
+                        accumulate_t<T>* workspace, cudaStream_t stream) {
+  using namespace detail;
+  auto args = backward_arguments(pattern, transposed, q, k, v, bias, out, grad_out, lse, dims, scale, grad_q,
+                                 grad_k, grad_v, grad_bias, workspace);
+  const bool aligned = all_aligned<T>({q, k, v, out, grad_out, grad_q, grad_k, grad_v});
+  if (groups.group_offsets == nullptr) return launch_backward(args, aligned, true, stream);  // no plan
+  // Every row is in exactly one group (spattn::build_plan): between 1 and rows groups when there are rows.
+  SPATTN_CHECK(groups.groups >= 0 && groups.groups <= pattern.rows && (pattern.rows == 0) == (groups.groups == 0),
+               "attention_backward: a plan of ", pattern.rows, " rows has 1 to ", pattern.rows, " groups, got ",
+               groups.groups);
+  SPATTN_CHECK(groups.group_rows != nullptr, "attention_backward: the plan has no group_rows");
+  if (dims.batch == 0 || pattern.rows == 0) return launch_backward(args, aligned, true, stream);
+  SPATTN_CHECK(reinterpret_cast<std::uintptr_t>(workspace) % 8 == 0,
+               "attention_backward: the workspace must be 8-byte aligned");
+  const BackwardWorkspace scratch(workspace, dims.batch, pattern.rows, dims.bias_heads);
+  const MmaBackwardScratch mma_scratch{transposed.pattern.row_offsets, scratch.delta,
+                                       grad_bias != nullptr ? scratch.bias_partial : nullptr, scratch.bias_chunks,
+                                       scratch.group_of_row};
+  if (!attention_backward_mma(pattern, groups, q, k, v, bias, out, grad_out, lse, dims, scale, grad_q, grad_k,
+                              grad_v, mma_scratch, stream)) {
+    return launch_backward(args, aligned, true, stream);
+  }
+  // The tensor-core kernel wrote delta, dQ, the owned columns' dK and dV and the bias partial sums.
+  args.group_of_row = scratch.group_of_row;
+  args.group_offsets = groups.group_offsets;
+  launch_backward(args, aligned, false, stream);
+}
+
+#define SPATTN_INSTANTIATE(T)                                                                                 \
   template void attention_backward<T>(CsrView, TransposedView, const T*, const T*, const T*, const T*, const T*, \
                                       const T*, const accumulate_t<T>*, AttentionDims, double, T*, T*, T*, T*,   \
-                                      accumulate_t<T>*, cudaStream_t);
+                                      accumulate_t<T>*, cudaStream_t);                                           \
+  template void attention_backward<T>(CsrView, TransposedView, GroupsView, const T*, const T*, const T*,         \
+                                      const T*, const T*, const T*, const accumulate_t<T>*, AttentionDims,       \
+                                      double, T*, T*, T*, T*, accumulate_t<T>*, cudaStream_t);
 SPATTN_INSTANTIATE(float)
 SPATTN_INSTANTIATE(float16)
 SPATTN_INSTANTIATE(bfloat16)

@@ -10,6 +10,7 @@
 // the generic kernel.
 
 #include "attention_common.cuh"
+#include "attention_mma.hpp"
 
 namespace spattn::cuda {
 namespace detail {
@@ -341,6 +342,8 @@ void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, c
   SPATTN_CHECK(groups.group_offsets != nullptr && groups.group_rows != nullptr,
                "attention_forward_grouped: the plan has no arrays");
 
+  // float16 and bfloat16 on tensor cores where they apply.
+  if (attention_forward_mma(pattern, groups, q, k, v, bias, dims, scale, out, lse, stream)) return;
   // Head dims past what one warp holds per row, or a device without the shared memory: the generic kernel.
   if (dims.head_dim > max_grouped_attention_dim || dims.value_dim > max_grouped_attention_dim) {
     return attention_forward(pattern, q, k, v, bias, dims, scale, out, lse, stream);

@@ -58,6 +58,12 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
+// Declares the block's dynamic shared memory as T name[], 128-byte aligned (the tensor-core tiles need 32).
+// A macro so that the CPU emulation of the C++ tests (cpp/tests/cuda_emulation.hpp) can provide the memory.
+#ifndef SPATTN_DYNAMIC_SHARED
+#define SPATTN_DYNAMIC_SHARED(T, name) extern __shared__ __align__(128) T name[]
+#endif
+
 constexpr unsigned kFullWarp = 0xffffffffu;
 constexpr float kNegativeInfinity = -__builtin_huge_valf();
 

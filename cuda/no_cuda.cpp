@@ -56,6 +56,12 @@ void attention_backward(CsrView, TransposedView, const T*, const T*, const T*, c
                         cudaStream_t) {
   no_cuda();
 }
+template <typename T>
+void attention_backward(CsrView, TransposedView, GroupsView, const T*, const T*, const T*, const T*, const T*,
+                        const T*, const accumulate_t<T>*, AttentionDims, double, T*, T*, T*, T*, accumulate_t<T>*,
+                        cudaStream_t) {
+  no_cuda();
+}
 
 #define SPATTN_INSTANTIATE(T)                                                                                  \
   template void sddmm<T>(CsrView, const T*, const T*, T*, index_t, index_t, cudaStream_t);                    \
@@ -72,7 +78,10 @@ void attention_backward(CsrView, TransposedView, const T*, const T*, const T*, c
                                              AttentionDims, double, T*, accumulate_t<T>*, cudaStream_t);      \
   template void attention_backward<T>(CsrView, TransposedView, const T*, const T*, const T*, const T*,        \
                                       const T*, const T*, const accumulate_t<T>*, AttentionDims, double, T*,  \
-                                      T*, T*, T*, accumulate_t<T>*, cudaStream_t);
+                                      T*, T*, T*, accumulate_t<T>*, cudaStream_t);                            \
+  template void attention_backward<T>(CsrView, TransposedView, GroupsView, const T*, const T*, const T*,      \
+                                      const T*, const T*, const T*, const accumulate_t<T>*, AttentionDims,    \
+                                      double, T*, T*, T*, T*, accumulate_t<T>*, cudaStream_t);
 SPATTN_INSTANTIATE(float)
 SPATTN_INSTANTIATE(float16)
 SPATTN_INSTANTIATE(bfloat16)

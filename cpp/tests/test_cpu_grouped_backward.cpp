@@ -9,6 +9,7 @@
 #include <limits>
 #include <random>
 
+#include "attention_reference.hpp"
 #include "check.hpp"
 #include "test_values.hpp"
 #include "spattn/spattn.hpp"
@@ -23,97 +24,13 @@ using spattn::testing::from_double;
 using spattn::testing::random_values;
 using spattn::testing::to_double;
 
+using spattn::testing::Inputs;
+using spattn::testing::make_inputs;
+using spattn::testing::Shape;
+
 namespace {
 
-constexpr double negative_infinity = -std::numeric_limits<double>::infinity();
 constexpr double quiet_nan = std::numeric_limits<double>::quiet_NaN();
-
-// ---- problems ------------------------------------------------------------------------------------------
-struct Shape {
-  index_t images = 2;  // B
-  index_t heads = 2;   // H: batch = B * H problems
-  index_t head_dim = 32;
-  index_t value_dim = 32;
-  index_t bias_heads = 0;
-  index_t masked_row = -1;  // a row whose entries the bias masks to -infinity (needs a bias)
-};
-
-struct Inputs {
-  AttentionDims dims;
-  std::vector<double> q, k, v, bias, grad_out;
-};
-
-Inputs make_inputs(const Csr& pattern, const Shape& shape, unsigned seed) {
-  const index_t batch = shape.images * shape.heads, rows = pattern.rows(), cols = pattern.cols();
-  Inputs inputs{{batch, shape.head_dim, shape.value_dim, shape.bias_heads, shape.heads}, {}, {}, {}, {}, {}};
-  inputs.q = random_values(batch * rows * shape.head_dim, seed + 1);
-  inputs.k = random_values(batch * cols * shape.head_dim, seed + 2);
-  inputs.v = random_values(batch * cols * shape.value_dim, seed + 3);
-  inputs.grad_out = random_values(batch * rows * shape.value_dim, seed + 4);
-  inputs.bias = random_values(std::max<index_t>(shape.bias_heads, 1) * pattern.nnz(), seed + 5);
-  if (shape.masked_row >= 0) {
-    for (index_t head = 0; head < shape.bias_heads; ++head) {
-      for (index_t e = pattern.row_offsets()[shape.masked_row]; e < pattern.row_offsets()[shape.masked_row + 1]; ++e) {
-        inputs.bias[head * pattern.nnz() + e] = negative_infinity;
-      }
-    }
-  }
-  return inputs;
-}
-
-struct Gradients {
-  std::vector<double> grad_q, grad_k, grad_v, grad_bias;
-};
-
-// Attention backward in double, entry by entry over the pattern.
-Gradients reference_backward(const Csr& pattern, const Inputs& in, double scale) {
-  const AttentionDims& dims = in.dims;
-  const index_t rows = pattern.rows(), cols = pattern.cols(), nnz = pattern.nnz();
-  const index_t D = dims.head_dim, Dv = dims.value_dim;
-  const auto& offsets = pattern.row_offsets();
-  const auto& columns = pattern.col_indices();
-  Gradients g;
-  g.grad_q.assign(dims.batch * rows * D, 0);
-  g.grad_k.assign(dims.batch * cols * D, 0);
-  g.grad_v.assign(dims.batch * cols * Dv, 0);
-  g.grad_bias.assign(std::max<index_t>(dims.bias_heads, 1) * nnz, 0);
-  for (index_t p = 0; p < dims.batch; ++p) {
-    const double* bias = dims.bias_heads > 0 ? &in.bias[(p % dims.bias_heads) * nnz] : nullptr;
-    for (index_t r = 0; r < rows; ++r) {
-      const index_t begin = offsets[r], end = offsets[r + 1];
-      std::vector<double> scores, values_dot;
-      double maximum = negative_infinity;
-      for (index_t e = begin; e < end; ++e) {
-        double score = 0, value_dot = 0;
-        for (index_t d = 0; d < D; ++d) score += in.q[(p * rows + r) * D + d] * in.k[(p * cols + columns[e]) * D + d];
-        for (index_t d = 0; d < Dv; ++d) {
-          value_dot += in.grad_out[(p * rows + r) * Dv + d] * in.v[(p * cols + columns[e]) * Dv + d];
-        }
-        scores.push_back(scale * score + (bias ? bias[e] : 0.0));
-        values_dot.push_back(value_dot);
-        maximum = std::max(maximum, scores.back());
-      }
-      if (maximum == negative_infinity) continue;  // empty or fully masked: zero gradients
-      double sum = 0, delta = 0;
-      for (double s : scores) sum += std::exp(s - maximum);
-      for (std::size_t j = 0; j < scores.size(); ++j) delta += std::exp(scores[j] - maximum) / sum * values_dot[j];
-      for (index_t e = begin; e < end; ++e) {
-        const double probability = std::exp(scores[e - begin] - maximum) / sum;
-        const double score_grad = probability * (values_dot[e - begin] - delta);
-        const index_t c = columns[e];
-        for (index_t d = 0; d < D; ++d) {
-          g.grad_q[(p * rows + r) * D + d] += scale * score_grad * in.k[(p * cols + c) * D + d];
-          g.grad_k[(p * cols + c) * D + d] += scale * score_grad * in.q[(p * rows + r) * D + d];
-        }
-        for (index_t d = 0; d < Dv; ++d) {
-          g.grad_v[(p * cols + c) * Dv + d] += probability * in.grad_out[(p * rows + r) * Dv + d];
-        }
-        if (bias) g.grad_bias[(p % dims.bias_heads) * nnz + e] += score_grad;
-      }
-    }
-  }
-  return g;
-}
 
 // The library's forward and backward in type T, the backward with the pattern's plan unless without_plan.
 // Gradient buffers start as NaN, so an element the kernel does not write shows up.
@@ -156,7 +73,7 @@ template <typename T>
 void check_against_reference(const Csr& pattern, const Shape& shape, unsigned seed) {
   const Inputs inputs = make_inputs(pattern, shape, seed);
   const double scale = 1 / std::sqrt(static_cast<double>(shape.head_dim));
-  const Gradients expected = reference_backward(pattern, inputs, scale);
+  const spattn::testing::Reference expected = spattn::testing::reference_attention(pattern, inputs, scale);
   const KernelRun<T> actual = run_kernels<T>(pattern, inputs, scale);
   CHECK(close(actual.grad_q, expected.grad_q));
   CHECK(close(actual.grad_k, expected.grad_k));

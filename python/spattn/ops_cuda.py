@@ -147,7 +147,7 @@ def _attention_forward_grouped(q, k, v, bias, row_offsets, col_indices, group_of
 @_register("attention_backward")
 def _attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices,
                         permutation, scale, bias_requires_grad, group_offsets=None, group_rows=None):
-    # The CUDA backward does not use the plan (group_offsets, group_rows).
+    # With the plan (group_offsets, group_rows), float16 / bfloat16 run the tensor-core kernel over its groups.
     bias_2d = _bias_2d(bias)
     grad_q = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     grad_k = torch.empty(k.shape, dtype=k.dtype, device=k.device)
@@ -165,7 +165,8 @@ def _attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indi
                                    _dl(_flat(out)), _dl(_flat_lse(lse.contiguous())), _dl(row_offsets),
                                    _dl(col_indices), _dl(t_row_offsets), _dl(t_col_indices), _dl(permutation),
                                    float(scale), _dl(_flat(grad_q)), _dl(_flat(grad_k)), _dl(_flat(grad_v)),
-                                   _dl(grad_bias_2d), _dl(workspace), _stream(q))
+                                   _dl(grad_bias_2d), _dl(workspace), _dl(group_offsets), _dl(group_rows),
+                                   _stream(q))
     grad_bias = None if grad_bias_2d is None else grad_bias_2d.view(bias.shape)
     return grad_q, grad_k, grad_v, grad_bias
 

@@ -322,7 +322,7 @@ void bind_cuda_kernels(nb::module_& m) {
                                       Array lse, Array row_offsets, Array col_indices, Array t_row_offsets,
                                       Array t_col_indices, Array permutation, double scale, Array grad_q,
                                       Array grad_k, Array grad_v, OptionalArray grad_bias, Array workspace,
-                                      std::uintptr_t stream) {
+                                      OptionalArray group_offsets, OptionalArray group_rows, std::uintptr_t stream) {
     require_cuda_build();
     Device device;
     const Attention attention = check_attention(q, k, v, bias, row_offsets, col_indices, lse, device);
@@ -344,10 +344,22 @@ void bind_cuda_kernels(nb::module_& m) {
     const index_t needed = cuda::attention_backward_workspace_size(attention.pattern, attention.nnz, sizing);
     SPATTN_CHECK(size(workspace, 0) >= needed, "workspace must have at least ", needed, " elements, got ",
                  size(workspace, 0));
+    // The execution plan (optional): group_offsets [groups + 1], group_rows [rows], both or neither.
+    SPATTN_CHECK(group_offsets.has_value() == group_rows.has_value(),
+                 "group_offsets and group_rows must be given together");
+    GroupsView groups;
+    if (group_offsets) {
+      groups.group_offsets = indices(*group_offsets, "group_offsets", device);
+      SPATTN_CHECK(size(*group_offsets, 0) >= 1, "group_offsets must have groups + 1 >= 1 entries, got 0");
+      groups.groups = size(*group_offsets, 0) - 1;
+      groups.group_rows = indices(*group_rows, "group_rows", device);
+      SPATTN_CHECK(size(*group_rows, 0) == attention.pattern.rows, "group_rows must have ", attention.pattern.rows,
+                   " entries (every row in one group), got ", size(*group_rows, 0));
+    }
     nb::gil_scoped_release release;
     dispatch(q, "q", [&](auto tag) {
       using T = decltype(tag);
-      cuda::attention_backward(attention.pattern, transposed, data<T>(q), data<T>(k), data<T>(v),
+      cuda::attention_backward(attention.pattern, transposed, groups, data<T>(q), data<T>(k), data<T>(v),
                                bias ? data<T>(*bias) : nullptr, data<T>(out), data<T>(grad_out), data<float>(lse),
                                attention.dims, scale, data<T>(grad_q), data<T>(grad_k), data<T>(grad_v),
                                grad_bias ? data<T>(*grad_bias) : nullptr, data<float>(workspace), as_stream(stream));
@@ -355,7 +367,8 @@ void bind_cuda_kernels(nb::module_& m) {
   }, nb::arg("grad_out"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("bias").none(), nb::arg("out"),
      nb::arg("lse"), nb::arg("row_offsets"), nb::arg("col_indices"), nb::arg("t_row_offsets"),
      nb::arg("t_col_indices"), nb::arg("permutation"), nb::arg("scale"), nb::arg("grad_q"), nb::arg("grad_k"),
-     nb::arg("grad_v"), nb::arg("grad_bias").none(), nb::arg("workspace"), nb::arg("stream"));
+     nb::arg("grad_v"), nb::arg("grad_bias").none(), nb::arg("workspace"), nb::arg("group_offsets").none(),
+     nb::arg("group_rows").none(), nb::arg("stream"));
 
   // ---- cuSPARSE baseline (float32). Workspace sizes in bytes; the workspace is any CUDA array that large.
   m.def("cusparse_sddmm_workspace_size", [](Array a, Array b, Array row_offsets, Array col_indices, Array out) {

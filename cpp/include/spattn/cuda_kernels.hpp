@@ -48,7 +48,9 @@ void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, cons
 
 // The same forward over the pattern's execution plan (spattn::build_plan of this pattern, its arrays on the
 // device; every row in exactly one group): one thread block per (problem, group) gathers the group's keys
-// and values into shared memory once and serves all of the group's rows from there. Same contract and
+// and values into shared memory once and serves all of the group's rows from there; float16 and bfloat16
+// with head dims up to 128 on sm_80 or newer multiply on tensor cores (the weights rounded to the storage
+// type before P V, as flash attention does), float32 stays in float32. Same contract and
 // semantics as attention_forward, results equal up to rounding. Head dims above max_grouped_attention_dim
 // (or a device without the shared memory) run attention_forward instead. Like the pattern, the plan's
 // contents are read on the device unchecked: they must come from build_plan.
@@ -59,10 +61,11 @@ void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, c
                                const T* bias, AttentionDims dims, double scale, T* out, accumulate_t<T>* lse,
                                cudaStream_t stream);
 
-// Scratch needed by attention_backward, in floats: the row terms rowsum(grad_out * out) [batch, rows] and,
-// for a bias gradient, deterministic partial sums of it (about batch / 4 x nnz floats). Pass
-// dims.bias_heads = 0 when no bias gradient is wanted. Unlike the CPU version it takes nnz explicitly: the
-// view's arrays live on the device, and this runs on the host.
+// Scratch needed by attention_backward, in floats: the row terms rowsum(grad_out * out) [batch, rows], a
+// group index per row (2 floats each) and, for a bias gradient, deterministic partial sums of it (about
+// batch / 4 x nnz floats). Pass dims.bias_heads = 0 when no bias gradient is wanted. Unlike the CPU version
+// it takes nnz explicitly: the view's arrays live on the device, and this runs on the host. The workspace
+// must be 8-byte aligned.
 index_t attention_backward_workspace_size(CsrView pattern, index_t nnz, AttentionDims dims);
 
 // grad_bias may be null (no bias gradient wanted); it is summed over the problems sharing a head, in a
@@ -70,6 +73,17 @@ index_t attention_backward_workspace_size(CsrView pattern, index_t nnz, Attentio
 template <typename T>
 void attention_backward(CsrView pattern, TransposedView transposed, const T* q, const T* k, const T* v,
                         const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
+                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
+                        accumulate_t<T>* workspace, cudaStream_t stream);
+
+// The same over the pattern's execution plan (as attention_forward_grouped; an empty GroupsView for none).
+// For float16 and bfloat16 with head dims up to 128 on sm_80 or newer, a tensor-core kernel walks the plan's
+// groups: it computes dQ and the bias gradient's partial sums, and dK and dV of every column whose entries
+// all lie in one group of at most 64 rows (every key of a Swin window); the column pass of the kernel above
+// takes the other columns. Otherwise this is the overload above. Deterministic either way.
+template <typename T>
+void attention_backward(CsrView pattern, TransposedView transposed, GroupsView groups, const T* q, const T* k,
+                        const T* v, const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
                         AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
                         accumulate_t<T>* workspace, cudaStream_t stream);
 

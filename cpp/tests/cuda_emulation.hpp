@@ -1,0 +1,221 @@
+#pragma once
+// Runs the device code of spattn's tensor-core kernels on the CPU, so that their indexing, padding,
+// synchronisation and numerics are tested on machines without a GPU (the kernels' own headers are compiled
+// by the host compiler with this header first).
+//
+// A launch runs the grid's blocks one after another; a block is blockDim.x std::threads. __syncthreads and
+// __syncwarp are barriers over the block's or the warp's threads, warp shuffles exchange through a slot per
+// thread between two warp barriers. The wmma functions keep a whole 16 x 16 tile in every lane's fragment:
+// each lane loads all of it (after a warp barrier: the real functions are warp-collective), mma_sync
+// computes it in float, and lane 0 alone stores it, so a lane reading the stored tile without a __syncwarp
+// may see stale values, as on a GPU. They check wmma's rules: 32-byte aligned pointers, leading dimensions
+// of 16 bytes' multiples. Shared memory starts as NaN bytes, so reading memory a kernel never wrote shows.
+//
+// Not emulated: timing, occupancy, bank conflicts, and races between warps that the barriers happen to
+// order here (compute-sanitizer's racecheck on a GPU covers those).
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#define SPATTN_CUDA_EMULATION 1
+#define __launch_bounds__(...)
+#define SPATTN_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::spattn_emulation::block_shared())
+
+namespace spattn_emulation {
+
+inline void require(bool condition, const std::string& what) {
+  if (!condition) throw std::logic_error("CUDA emulation: " + what);
+}
+
+// The state shared by the threads of the running block.
+struct Block {
+  explicit Block(unsigned threads, std::size_t shared_bytes)
+      : shared(shared_bytes + 128, 0xff), block_barrier(threads), slots(threads) {
+    for (unsigned w = 0; w < (threads + 31) / 32; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
+  }
+  std::vector<unsigned char> shared;
+  std::barrier<> block_barrier;
+  std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
+  std::vector<std::uint64_t> slots;
+};
+
+inline Block*& current_block() {
+  static Block* block = nullptr;  // one block runs at a time
+  return block;
+}
+inline void* block_shared() {
+  // 128-byte aligned, as the kernels declare it.
+  const auto address = reinterpret_cast<std::uintptr_t>(current_block()->shared.data());
+  return reinterpret_cast<void*>((address + 127) / 128 * 128);
+}
+
+}  // namespace spattn_emulation
+
+inline dim3 gridDim, blockDim;
+inline thread_local uint3 threadIdx, blockIdx;
+
+inline void __syncthreads() { spattn_emulation::current_block()->block_barrier.arrive_and_wait(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  spattn_emulation::require(mask == 0xffffffffu, "only full-warp __syncwarp is emulated");
+  spattn_emulation::current_block()->warp_barriers[threadIdx.x / 32]->arrive_and_wait();
+}
+
+namespace spattn_emulation {
+template <typename T>
+T exchange(unsigned mask, T value, unsigned source_lane) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>);
+  require(mask == 0xffffffffu, "only full-warp shuffles are emulated");
+  Block& block = *current_block();
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(T));
+  const unsigned warp_first = threadIdx.x / 32 * 32;
+  __syncwarp();  // every lane is done reading the previous exchange
+  block.slots[threadIdx.x] = bits;
+  __syncwarp();
+  bits = block.slots[warp_first + source_lane % 32];
+  T result;
+  std::memcpy(&result, &bits, sizeof(T));
+  return result;
+}
+}  // namespace spattn_emulation
+
+template <typename T>
+T __shfl_sync(unsigned mask, T value, int source_lane) {
+  return spattn_emulation::exchange(mask, value, static_cast<unsigned>(source_lane));
+}
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T value, int lane_mask) {
+  return spattn_emulation::exchange(mask, value, (threadIdx.x % 32) ^ static_cast<unsigned>(lane_mask));
+}
+using std::isnan;  // a global function in CUDA device code
+
+inline float __int_as_float(int bits) {
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+// ---- wmma ---------------------------------------------------------------------------------------------------
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static constexpr int kRows = std::is_same_v<Use, matrix_b> ? K : M;
+  static constexpr int kCols = std::is_same_v<Use, matrix_a> ? K : N;
+  float x[kRows * kCols];  // the whole tile, as floats (exact for half types)
+};
+
+namespace detail {
+inline void check_pointer(const void* pointer, unsigned ldm, std::size_t element_bytes) {
+  spattn_emulation::require(reinterpret_cast<std::uintptr_t>(pointer) % 32 == 0,
+                            "wmma pointers must be 32-byte aligned");
+  spattn_emulation::require(ldm * element_bytes % 16 == 0, "wmma leading dimensions must be multiples of 16 bytes");
+}
+inline float as_float(float x) { return x; }
+inline float as_float(__half x) { return __half2float(x); }
+inline float as_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+}  // namespace detail
+
+template <typename Use, int M, int N, int K, typename T, typename Layout, typename S>
+void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const S* pointer, unsigned ldm) {
+  static_assert(std::is_same_v<S, T>, "the pointer's type is the fragment's");
+  __syncwarp();
+  detail::check_pointer(pointer, ldm, sizeof(S));
+  using F = fragment<Use, M, N, K, T, Layout>;
+  for (int i = 0; i < F::kRows; ++i) {
+    for (int j = 0; j < F::kCols; ++j) {
+      const S value = std::is_same_v<Layout, row_major> ? pointer[i * ldm + j] : pointer[i + j * ldm];
+      f.x[i * F::kCols + j] = detail::as_float(value);
+    }
+  }
+}
+
+template <int M, int N, int K>
+void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* pointer, unsigned ldm, layout_t layout) {
+  __syncwarp();
+  detail::check_pointer(pointer, ldm, sizeof(float));
+  for (int i = 0; i < M; ++i) {
+    for (int j = 0; j < N; ++j) f.x[i * N + j] = layout == mem_row_major ? pointer[i * ldm + j] : pointer[i + j * ldm];
+  }
+}
+
+template <int M, int N, int K>
+void store_matrix_sync(float* pointer, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t layout) {
+  __syncwarp();
+  detail::check_pointer(pointer, ldm, sizeof(float));
+  if (threadIdx.x % 32 != 0) return;
+  for (int i = 0; i < M; ++i) {
+    for (int j = 0; j < N; ++j) (layout == mem_row_major ? pointer[i * ldm + j] : pointer[i + j * ldm]) = f.x[i * N + j];
+  }
+}
+
+template <typename Use, int M, int N, int K, typename T, typename Layout>
+void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float value) {
+  for (float& x : f.x) x = value;
+}
+
+template <int M, int N, int K, typename T, typename LayoutA, typename LayoutB>
+void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LayoutA>& a,
+              const fragment<matrix_b, M, N, K, T, LayoutB>& b, const fragment<accumulator, M, N, K, float>& c) {
+  float result[M * N];
+  for (int i = 0; i < M; ++i) {
+    for (int j = 0; j < N; ++j) {
+      float sum = c.x[i * N + j];
+      for (int k = 0; k < K; ++k) sum += a.x[i * K + k] * b.x[k * N + j];
+      result[i * N + j] = sum;
+    }
+  }
+  std::memcpy(d.x, result, sizeof(result));
+}
+}  // namespace nvcuda::wmma
+
+namespace spattn_emulation {
+
+// Runs kernel(arguments) on a grid of `blocks` blocks of `threads` threads, one block at a time.
+template <typename Kernel, typename Arguments>
+void launch(Kernel kernel, unsigned blocks, unsigned threads, std::size_t shared_bytes, const Arguments& arguments) {
+  gridDim = dim3(blocks, 1, 1);
+  blockDim = dim3(threads, 1, 1);
+  for (unsigned b = 0; b < blocks; ++b) {
+    Block block(threads, shared_bytes);
+    current_block() = &block;
+    std::vector<std::thread> workers;
+    for (unsigned t = 0; t < threads; ++t) {
+      workers.emplace_back([&, t] {
+        threadIdx = uint3{t, 0, 0};
+        blockIdx = uint3{b, 0, 0};
+        try {
+          kernel(arguments);
+        } catch (const std::exception& error) {
+          // The other threads would wait at the next barrier forever: report and stop.
+          std::fprintf(stderr, "CUDA emulation, block %u thread %u: %s\n", b, t, error.what());
+          std::abort();
+        }
+      });
+    }
+    for (std::thread& worker : workers) worker.join();
+    current_block() = nullptr;
+  }
+}
+
+}  // namespace spattn_emulation
