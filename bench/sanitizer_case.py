@@ -45,28 +45,35 @@ for pattern in (irregular, swin):
         values = ops_cuda.cusparse_sddmm(a, b, ro, ci)
         ops_cuda.cusparse_spmm(values, b, ro, ci)
 
-# The grouped forward (execution plan): single-tile groups (Swin windows and regions), groups wider than a
-# 64-column tile, singleton and empty rows; vector and element-wise loads, more than 48 KiB of shared
+# The grouped forward and backward (execution plan; tensor cores for float16 / bfloat16): single-tile groups
+# (Swin windows and regions), groups wider than a 64-column tile, a group longer than a 64-row chunk, columns
+# shared between groups, singleton and empty rows; vector and element-wise loads, more than 48 KiB of shared
 # memory (head dim 128), and the generic fallback past 128.
-wide_mask = torch.zeros(20, 140, dtype=torch.bool)
+wide_mask = torch.zeros(90, 150, dtype=torch.bool)
 wide_mask[:10, :130] = True
 wide_mask[10:15, 5:70] = True
-wide_mask[15:19] = spattn.patterns.random(4, 140, 0.3, seed=2).to_dense()
+wide_mask[15:19] = spattn.patterns.random(4, 150, 0.3, seed=2).to_dense()
+wide_mask[20:90, 140:150] = True  # 70 rows: two chunks
 wide = spattn.Pattern.from_dense(wide_mask)  # row 19 is empty
 for pattern, dtype, dims in ((swin, torch.float32, ((32, 32), (24, 40), (128, 128))),
                              (swin, torch.bfloat16, ((32, 32), (300, 8))),
-                             (wide, torch.float16, ((32, 32), (24, 40))),
+                             (wide, torch.float16, ((32, 32), (24, 40), (17, 9))),
+                             (swin, torch.float16, ((128, 64),)),
                              (wide, torch.float32, ((128, 128),)),
                              (irregular, torch.bfloat16, ((64, 64),))):
     p = pattern.to(cuda)
     group_offsets, group_rows = p.plan()
+    t, permutation = p.transposed()
     n_q, n_k = p.shape
     for d, dv in dims:
         q = torch.randn(3, n_q, d, device=cuda, dtype=dtype)
         k = torch.randn(3, n_k, d, device=cuda, dtype=dtype)
         v = torch.randn(3, n_k, dv, device=cuda, dtype=dtype)
         for bias in (None, torch.randn(2, p.nnz, device=cuda, dtype=dtype)):
-            ops.attention_forward_grouped(q, k, v, bias, p.row_offsets, p.col_indices, group_offsets, group_rows,
-                                          0.2)
+            out, lse = ops.attention_forward_grouped(q, k, v, bias, p.row_offsets, p.col_indices, group_offsets,
+                                                     group_rows, 0.2)
+            ops.attention_backward(torch.randn_like(out), q, k, v, bias, out, lse, p.row_offsets, p.col_indices,
+                                   t.row_offsets, t.col_indices, permutation, 0.2, bias is not None, group_offsets,
+                                   group_rows)
 torch.cuda.synchronize()
 print("sanitizer case: every kernel ran")

@@ -512,12 +512,23 @@ def wide_groups_pattern():
     return spattn.Pattern.from_dense(mask)
 
 
+def long_group_pattern():
+    """A group of 70 rows (two 64-row chunks: the tensor-core backward leaves its columns to the column pass)
+    beside Swin-like blocks of 6 rows, so owned and not-owned columns mix."""
+    mask = torch.zeros(88, 40, dtype=torch.bool)
+    mask[:70, :10] = True
+    for block in range(3):
+        mask[70 + 6 * block:76 + 6 * block, 10 + 10 * block:20 + 10 * block] = True
+    return spattn.Pattern.from_dense(mask)
+
+
 GROUPED_PATTERNS = {
     "swin7": lambda: spattn.patterns.swin(14, 14, 7),
     "swin7_shift": lambda: spattn.patterns.swin(14, 14, 7, shift_size=3),
     "swin4_shift": lambda: spattn.patterns.swin(8, 8, 4, shift_size=2),
     "random_empty_rows": lambda: random_pattern(37, 53),
     "wide_groups": wide_groups_pattern,
+    "long_group": long_group_pattern,
 }
 
 
@@ -563,6 +574,100 @@ def test_grouped_forward_head_dims(dims, dtype):
     # 128: more than 48 KiB of shared memory; 200: past the grouped kernel's limit, the generic kernel runs.
     run_grouped_case(GROUPED_PATTERNS["swin7_shift"](), *dims, dtype, "per_head")
     run_grouped_case(wide_groups_pattern(), *dims, dtype, "shared", batch=1, heads=2)
+
+
+def run_grouped_backward_case(pattern, d, dv, dtype, bias_mode, batch=2, heads=3, seed=0):
+    """The backward with the plan (tensor cores for float16 / bfloat16) against the float64 reference and the
+    backward without the plan; deterministic."""
+    n_q, n_k = pattern.shape
+    p = pattern.to(CUDA)
+    csr, plan = (p.row_offsets, p.col_indices), p.plan()
+    transposed, permutation = p.transposed()
+    transposed = (transposed.row_offsets, transposed.col_indices, permutation)
+    q64, q = randn(batch, heads, n_q, d, dtype=dtype, seed=seed)
+    k64, k = randn(batch, heads, n_k, d, dtype=dtype, seed=seed + 1)
+    v64, v = randn(batch, heads, n_k, dv, dtype=dtype, seed=seed + 2)
+    bias64 = bias = None
+    if bias_mode is not None:
+        bias64, bias = randn(1 if bias_mode == "shared" else heads, pattern.nnz, dtype=dtype, seed=seed + 3)
+    scale = max(d, 1) ** -0.5
+    flat = lambda t: t.reshape(batch * heads, *t.shape[2:])  # noqa: E731
+    out, lse = spattn_ops.attention_forward_grouped(flat(q), flat(k), flat(v), bias, *csr, *plan, scale)
+    grad64, grad = randn(batch, heads, n_q, dv, dtype=dtype, seed=seed + 4)
+    arguments = (flat(grad), flat(q), flat(k), flat(v), bias, out, lse, *csr, *transposed, scale, bias is not None)
+    with_plan = spattn_ops.attention_backward(*arguments, *plan)
+    again = spattn_ops.attention_backward(*arguments, *plan)
+    without_plan = spattn_ops.attention_backward(*arguments)
+    torch.cuda.synchronize()
+    leaves = [x.requires_grad_() for x in (q64, k64, v64)] + ([bias64.requires_grad_()] if bias64 is not None else [])
+    expected = grads(reference.attention(q64, k64, v64, pattern, bias64, scale), leaves, grad64)
+    for name, got, repeated, rows, want in zip(("grad_q", "grad_k", "grad_v", "grad_bias"), with_plan, again,
+                                               without_plan, expected):
+        assert torch.isfinite(got).all(), name
+        assert torch.equal(got, repeated), f"{name} is not deterministic"
+        close(got.view(want.shape), want, dtype, name)
+        close(got, rows, dtype, f"{name} vs the backward without the plan")
+    return with_plan
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", list(GROUPED_PATTERNS))
+@pytest.mark.parametrize("bias_mode", BIAS_MODES, ids=str)
+def test_grouped_backward_matches_reference_and_row_kernels(kind, dtype, bias_mode):
+    run_grouped_backward_case(GROUPED_PATTERNS[kind](), 32, 32, dtype, bias_mode)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dims", [(64, 64), (128, 128), (128, 64), (24, 40), (17, 9), (1, 1), (200, 64)],
+                         ids=lambda dims: f"{dims[0]}-{dims[1]}")
+def test_grouped_backward_head_dims(dims, dtype):
+    # 128: the most shared memory (one block per SM); 17-9: element-wise loads; 200: the row-by-row kernels.
+    run_grouped_backward_case(GROUPED_PATTERNS["swin7_shift"](), *dims, dtype, "per_head")
+    run_grouped_backward_case(long_group_pattern(), *dims, dtype, "shared", batch=1, heads=2)
+
+
+def test_grouped_backward_bias_gradient_over_many_problems_and_unused_heads():
+    # 9 problems on one bias head: three chunks of problems, the last one partial.
+    run_grouped_backward_case(GROUPED_PATTERNS["swin4_shift"](), 32, 32, torch.bfloat16, "shared", batch=9, heads=1)
+    # Two problems, three bias heads: no problem reads head 2, its gradient is zero.
+    pattern = spattn.patterns.swin(8, 8, 4, shift_size=2).to(CUDA)
+    q, k, v, grad = (torch.randn(2, 64, 32, device=CUDA, dtype=torch.float16) for _ in range(4))
+    bias = torch.randn(3, pattern.nnz, device=CUDA, dtype=torch.float16)
+    transposed, permutation = pattern.transposed()
+    csr, plan = (pattern.row_offsets, pattern.col_indices), pattern.plan()
+    out, lse = spattn_ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, 0.2)
+    arguments = (grad, q, k, v, bias, out, lse, *csr, transposed.row_offsets, transposed.col_indices, permutation,
+                 0.2, True)
+    with_plan = spattn_ops.attention_backward(*arguments, *plan)
+    without_plan = spattn_ops.attention_backward(*arguments)
+    assert (with_plan[3][2] == 0).all()
+    for got, want in zip(with_plan, without_plan):
+        torch.testing.assert_close(got, want, **TOLERANCE[torch.float16])
+
+
+def test_grouped_backward_is_graph_capturable():
+    pattern = spattn.patterns.swin(14, 14, 7, shift_size=3).to(CUDA)
+    q, k, v, grad = (torch.randn(8, 196, 32, device=CUDA, dtype=torch.bfloat16) for _ in range(4))
+    bias = torch.randn(4, pattern.nnz, device=CUDA, dtype=torch.bfloat16)
+    transposed, permutation = pattern.transposed()
+    csr, plan = (pattern.row_offsets, pattern.col_indices), pattern.plan()
+    out, lse = spattn_ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, 0.25)
+    arguments = (grad, q, k, v, bias, out, lse, *csr, transposed.row_offsets, transposed.col_indices, permutation,
+                 0.25, True, *plan)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        spattn_ops.attention_backward(*arguments)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = spattn_ops.attention_backward(*arguments)
+    for t in (q, k, v, grad, bias):
+        t.copy_(torch.randn_like(t))
+    graph.replay()
+    torch.cuda.synchronize()
+    for got, want in zip(captured, spattn_ops.attention_backward(*arguments)):
+        assert torch.equal(got, want)
 
 
 def test_grouped_forward_misaligned_keys():
@@ -662,12 +767,13 @@ def test_functional_api_takes_the_grouped_path_for_swin(kind, monkeypatch):
         close(got, want, torch.float32, f"grad_{name}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["swin7_shift", "wide_groups"])
-def test_grouped_forward_nan_poisons_the_rows_attending_to_it_like_the_generic_kernel(kind):
+def test_grouped_forward_nan_poisons_the_rows_attending_to_it_like_the_generic_kernel(kind, dtype):
     pattern = GROUPED_PATTERNS[kind]().to(CUDA)
     n_q, n_k = pattern.shape
-    q = torch.randn(2, n_q, 32, device=CUDA)
-    k, v = (torch.randn(2, n_k, 32, device=CUDA) for _ in range(2))
+    q = torch.randn(2, n_q, 32, device=CUDA, dtype=dtype)
+    k, v = (torch.randn(2, n_k, 32, device=CUDA, dtype=dtype) for _ in range(2))
     k[1, 3, 5] = float("nan")
     csr = (pattern.row_offsets, pattern.col_indices)
     out, lse = spattn_ops.attention_forward_grouped(q, k, v, None, *csr, *pattern.plan(), 0.2)
