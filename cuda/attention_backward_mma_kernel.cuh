@@ -3,9 +3,10 @@
 //
 // One block of kMmaWarps warps per work item, walking a group's rows a chunk at a time and its columns a
 // tile at a time (mma_tiles.cuh). With q, dO, k and v of the tile in shared memory, warp w recomputes for
-// its 16 rows S = Q K^T and dP = dO V^T on tensor cores, then two lanes per row form
-//   P = exp(scale * S + bias - lse),  dS = P * (dP - delta),  delta = rowsum(dO * O)
-// (stored in the storage type) and the warp adds dS K to its rows' float dQ accumulators. A group of at most
+// its 16 rows S = Q K^T on tensor cores, two lanes per row form P = exp(scale * S + bias - lse) (kept in
+// registers, stored in the storage type), then dP = dO V^T goes to the same float tile and the lanes form
+//   dS = P * (dP - delta),  delta = rowsum(dO * O)
+// (stored in the storage type); the warp adds dS K to its rows' float dQ accumulators. A group of at most
 // one chunk of rows then, after a block barrier, reduces dV = P^T dO and dK = scale * dS^T Q for the tile's
 // columns, one 16-column block per warp, and writes those of the columns it owns (column_owned_by_group):
 // their sums are complete. The column pass of attention_backward.cu does the rest.
@@ -44,12 +45,13 @@ struct MmaBackwardArguments {
   bool vectorized_q, vectorized_k, vectorized_v, vectorized_grad_out;  // 16-byte loads (see gather_rows)
 };
 
-// Byte offsets of the tiles in the dynamic shared memory. The float staging tile of dK and dV is only used
-// between the element-wise step and the next tile, when no warp reads the scores any more: it reuses them.
+// Byte offsets of the tiles in the dynamic shared memory. One float tile holds S, then dP; the float staging
+// tile of dK and dV is only used between the element-wise steps and the next tile, when no warp reads that
+// tile any more: it reuses it (sized for the larger of the two).
 struct BackwardTiles {
   int head_pad, value_pad;
   int key_stride, value_stride, score_stride, weight_stride, grad_query_stride, staging_stride;
-  int queries, grad_outputs, keys, values, scores, grad_probabilities, probabilities, grad_scores, grad_queries;
+  int queries, grad_outputs, keys, values, scores, probabilities, grad_scores, grad_queries;
   int staging, bytes;
 };
 
@@ -68,8 +70,8 @@ __host__ __device__ inline BackwardTiles backward_tiles(int head_dim, int value_
   t.grad_outputs = carver.take(kChunkRows * t.value_stride * storage_bytes);
   t.keys = carver.take(kTileColumns * t.key_stride * storage_bytes);
   t.values = carver.take(kTileColumns * t.value_stride * storage_bytes);
-  t.scores = carver.take(kChunkRows * t.score_stride * 4);
-  t.grad_probabilities = carver.take(kChunkRows * t.score_stride * 4);  // right after the scores
+  const int score_floats = kChunkRows * t.score_stride, staging_floats = kTileColumns * t.staging_stride;
+  t.scores = carver.take((score_floats > staging_floats ? score_floats : staging_floats) * 4);
   t.probabilities = carver.take(kChunkRows * t.weight_stride * storage_bytes);
   t.grad_scores = carver.take(kChunkRows * t.weight_stride * storage_bytes);
   t.grad_queries = carver.take(kChunkRows * t.grad_query_stride * 4);
@@ -77,9 +79,6 @@ __host__ __device__ inline BackwardTiles backward_tiles(int head_dim, int value_
   t.bytes = carver.bytes;
   return t;
 }
-// The staging tile ([kTileColumns][staging_stride] floats) fits in the scores and grad_probabilities tiles.
-static_assert(kTileColumns * float_stride(static_cast<int>(kMaxMmaDim)) <= 2 * kChunkRows * float_stride(kTileColumns),
-              "the dK / dV staging tile must fit where the scores were");
 
 // Writes rows [0, 16) of a warp's float tile to the key or value rows of the tile's columns that the group
 // owns, times `factor`. Lanes run along a row (coalesced).
@@ -101,7 +100,7 @@ __device__ __forceinline__ void write_owned_columns(const float* __restrict__ ti
 }
 
 template <typename D>
-__global__ void __launch_bounds__(kMmaThreads) attention_backward_mma_kernel(const MmaBackwardArguments<D> args) {
+__global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm) attention_backward_mma_kernel(const MmaBackwardArguments<D> args) {
 #if SPATTN_MMA_DEVICE_CODE
   SPATTN_DYNAMIC_SHARED(float4, shared_vectors);  // float4: 16-byte aligned
   char* shared = reinterpret_cast<char*>(shared_vectors);
@@ -117,8 +116,6 @@ __global__ void __launch_bounds__(kMmaThreads) attention_backward_mma_kernel(con
   const D* warp_queries = queries + warp * kBlockSize * t.key_stride;
   const D* warp_grad_outputs = grad_outputs + warp * kBlockSize * t.value_stride;
   float* warp_scores = reinterpret_cast<float*>(shared + t.scores) + warp * kBlockSize * t.score_stride;
-  float* warp_grad_probabilities =
-      reinterpret_cast<float*>(shared + t.grad_probabilities) + warp * kBlockSize * t.score_stride;
   D* warp_probabilities = probabilities + warp * kBlockSize * t.weight_stride;
   D* warp_grad_scores = grad_scores + warp * kBlockSize * t.weight_stride;
   float* warp_grad_queries = reinterpret_cast<float*>(shared + t.grad_queries) + warp * kBlockSize * t.grad_query_stride;
@@ -127,7 +124,6 @@ __global__ void __launch_bounds__(kMmaThreads) attention_backward_mma_kernel(con
   const int lane_row = lane / 2, lane_half = lane % 2;
   const int column_offset = lane_half * kColumnsPerLane;
   const float* my_scores = warp_scores + lane_row * t.score_stride + column_offset;
-  const float* my_grad_probabilities = warp_grad_probabilities + lane_row * t.score_stride + column_offset;
   D* my_probabilities = warp_probabilities + lane_row * t.weight_stride + column_offset;
   D* my_grad_scores = warp_grad_scores + lane_row * t.weight_stride + column_offset;
 
@@ -212,28 +208,41 @@ __global__ void __launch_bounds__(kMmaThreads) attention_backward_mma_kernel(con
           __syncthreads();
 
           if (warp_active) {
-            // S = Q K^T and dP = dO V^T (keys and values are stored [column][d]: B is column-major).
+            // S = Q K^T (keys are stored [column][d]: B is column-major).
             warp_product<false, true>(warp_queries, t.key_stride, t.head_pad / kBlockSize, keys, t.key_stride,
                                       column_blocks, warp_scores, t.score_stride, false);
-            warp_product<false, true>(warp_grad_outputs, t.value_stride, t.value_pad / kBlockSize, values,
-                                      t.value_stride, column_blocks, warp_grad_probabilities, t.score_stride, false);
             __syncwarp();
-            // P and dS; zeros past the tile's columns and the chunk's rows (the products below read them).
+            // P; zeros past the tile's columns and the chunk's rows (the products below read them).
+            float probability[kColumnsPerLane];
+#pragma unroll
             for (int c = 0; c < kColumnsPerLane; ++c) {
               const int column = column_offset + c;
-              float probability = 0.f, grad_score = 0.f;
+              probability[c] = 0.f;
               if (row_valid && column < tile_columns) {
-                const index_t entry = tile_begin + column;  // in the row
                 const float score =
-                    my_scores[c] * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[entry]));
+                    my_scores[c] * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[tile_begin + column]));
                 // lse = -inf: the row had no finite score, every probability is 0 (not exp(-inf + inf)).
-                probability = row_lse == kNegativeInfinity ? 0.f : expf(score - row_lse);
-                grad_score = probability * (my_grad_probabilities[c] - delta);
+                probability[c] = row_lse == kNegativeInfinity ? 0.f : expf(score - row_lse);
+              }
+              my_probabilities[c] = from_float<D>(probability[c]);
+            }
+            __syncwarp();  // every lane is done reading S: dP replaces it
+            // dP = dO V^T (values are stored [column][d]: B is column-major).
+            warp_product<false, true>(warp_grad_outputs, t.value_stride, t.value_pad / kBlockSize, values,
+                                      t.value_stride, column_blocks, warp_scores, t.score_stride, false);
+            __syncwarp();
+            // dS, and its sum over problems for the bias gradient.
+#pragma unroll
+            for (int c = 0; c < kColumnsPerLane; ++c) {
+              const int column = column_offset + c;
+              float grad_score = 0.f;
+              if (row_valid && column < tile_columns) {
+                grad_score = probability[c] * (my_scores[c] - delta);  // my_scores now holds dP
                 if (partial_row != nullptr) {
+                  const index_t entry = tile_begin + column;  // in the row
                   partial_row[entry] = j == 0 ? grad_score : partial_row[entry] + grad_score;
                 }
               }
-              my_probabilities[c] = from_float<D>(probability);
               my_grad_scores[c] = from_float<D>(grad_score);
             }
             __syncwarp();

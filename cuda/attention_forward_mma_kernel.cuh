@@ -4,7 +4,8 @@
 // One block of kMmaWarps warps per (problem, group): the group's rows are taken kChunkRows at a time and its
 // columns kTileColumns at a time, gathered into shared memory (mma_tiles.cuh). Per tile, warp w computes the
 // scores of its 16 rows, S = Q K^T, on tensor cores into a float tile; two lanes per row then apply scale and
-// bias and run the online softmax (the tile's weights P = exp(S - running max), stored in the storage type);
+// bias and run the online softmax (the tile's weights P = exp(S - running max), stored in the storage type
+// over the scores, which the lanes hold in registers by then: one tile less keeps more blocks per SM);
 // the warp adds P V to its rows' float output accumulators, after rescaling them by the change of the
 // running maximum. Only the warp's own rows are touched between block barriers.
 //
@@ -37,8 +38,11 @@ struct MmaForwardArguments {
 struct ForwardTiles {
   int head_pad, value_pad;                       // head_dim, value_dim padded to blocks
   int key_stride, value_stride, score_stride, weight_stride, output_stride;
-  int queries, keys, values, scores, weights, outputs, bytes;
+  int queries, keys, values, scores, outputs, bytes;  // the weights overwrite the scores
 };
+
+static_assert(half_stride(kTileColumns) * 2 <= float_stride(kTileColumns) * 4,
+              "a row of weights (at most 2-byte elements) fits in a row of scores");
 
 __host__ __device__ inline ForwardTiles forward_tiles(int head_dim, int value_dim, int storage_bytes) {
   ForwardTiles t{};
@@ -53,15 +57,14 @@ __host__ __device__ inline ForwardTiles forward_tiles(int head_dim, int value_di
   t.queries = carver.take(kChunkRows * t.key_stride * storage_bytes);
   t.keys = carver.take(kTileColumns * t.key_stride * storage_bytes);
   t.values = carver.take(kTileColumns * t.value_stride * storage_bytes);
-  t.scores = carver.take(kChunkRows * t.score_stride * 4);
-  t.weights = carver.take(kChunkRows * t.weight_stride * storage_bytes);
+  t.scores = carver.take(kChunkRows * t.score_stride * 4);  // also holds kChunkRows x weight_stride weights
   t.outputs = carver.take(kChunkRows * t.output_stride * 4);
   t.bytes = carver.bytes;
   return t;
 }
 
 template <typename D>
-__global__ void __launch_bounds__(kMmaThreads) attention_forward_mma_kernel(const MmaForwardArguments<D> args) {
+__global__ void __launch_bounds__(kMmaThreads, kForwardBlocksPerSm) attention_forward_mma_kernel(const MmaForwardArguments<D> args) {
 #if SPATTN_MMA_DEVICE_CODE
   SPATTN_DYNAMIC_SHARED(float4, shared_vectors);  // float4: 16-byte aligned
   char* shared = reinterpret_cast<char*>(shared_vectors);
@@ -73,11 +76,12 @@ __global__ void __launch_bounds__(kMmaThreads) attention_forward_mma_kernel(cons
   // This warp's 16 rows of each per-row tile.
   const D* warp_queries = queries + warp * kBlockSize * t.key_stride;
   float* warp_scores = reinterpret_cast<float*>(shared + t.scores) + warp * kBlockSize * t.score_stride;
-  D* warp_weights = reinterpret_cast<D*>(shared + t.weights) + warp * kBlockSize * t.weight_stride;
+  // The warp's weights start where its scores do (16 rows of weights take less room than 16 of scores).
+  D* warp_weights = reinterpret_cast<D*>(warp_scores);
   float* warp_outputs = reinterpret_cast<float*>(shared + t.outputs) + warp * kBlockSize * t.output_stride;
   // In the element-wise steps lanes 2 r and 2 r + 1 serve row r of the warp's 16, each half of the columns.
   const int lane_row = lane / 2, lane_half = lane % 2;
-  float* my_scores = warp_scores + lane_row * t.score_stride + lane_half * kColumnsPerLane;
+  const float* my_scores = warp_scores + lane_row * t.score_stride + lane_half * kColumnsPerLane;
   D* my_weights = warp_weights + lane_row * t.weight_stride + lane_half * kColumnsPerLane;
   float* my_outputs = warp_outputs + lane_row * t.output_stride;
   const index_t nnz = args.row_offsets[args.rows];
@@ -131,18 +135,19 @@ __global__ void __launch_bounds__(kMmaThreads) attention_forward_mma_kernel(cons
                                   column_blocks, warp_scores, t.score_stride, false);
         __syncwarp();
 
-        // Scale and bias in place; columns past the tile (and rows past the chunk) become -inf.
+        // Scale and bias, into registers; columns past the tile (and rows past the chunk) become -inf.
+        float score[kColumnsPerLane];
         float tile_max = kNegativeInfinity;
         bool nan_seen = false;
+#pragma unroll
         for (int j = 0; j < kColumnsPerLane; ++j) {
           const int column = lane_half * kColumnsPerLane + j;
-          float score = kNegativeInfinity;
+          score[j] = kNegativeInfinity;
           if (row_valid && column < tile_columns) {
-            score = my_scores[j] * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[tile_begin + column]));
+            score[j] = my_scores[j] * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[tile_begin + column]));
           }
-          my_scores[j] = score;
-          tile_max = fmaxf(tile_max, score);
-          nan_seen |= isnan(score);
+          tile_max = fmaxf(tile_max, score[j]);
+          nan_seen |= isnan(score[j]);
         }
         tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullWarp, tile_max, 1));
         poisoned |= (__shfl_xor_sync(kFullWarp, static_cast<int>(nan_seen), 1) != 0) || nan_seen;
@@ -151,8 +156,10 @@ __global__ void __launch_bounds__(kMmaThreads) attention_forward_mma_kernel(cons
         const bool has_finite = new_max != kNegativeInfinity;
         const float correction = has_finite ? expf(running_max - new_max) : 1.f;  // 0 on the first finite tile
         float tile_sum = 0.f;
+        __syncwarp();  // every lane holds its scores: the weights may overwrite them
+#pragma unroll
         for (int j = 0; j < kColumnsPerLane; ++j) {
-          const float weight = has_finite ? expf(my_scores[j] - new_max) : 0.f;  // 0 where the score is -inf
+          const float weight = has_finite ? expf(score[j] - new_max) : 0.f;  // 0 where the score is -inf
           my_weights[j] = from_float<D>(weight);
           tile_sum += weight;
         }

@@ -35,6 +35,11 @@ constexpr int kMmaThreads = 32 * kMmaWarps;
 constexpr int kChunkRows = kMmaWarps * kBlockSize;   // rows of a group per pass
 constexpr int kTileColumns = 64;                     // a Swin window (49 keys) fits one tile
 constexpr int kColumnsPerLane = kTileColumns / 2;    // two lanes share a row in the element-wise steps
+// Blocks per SM the kernels are compiled for (a register budget for ptxas: 65536 / (kMmaThreads * blocks)).
+// The forward's tiles take 41 KiB of shared memory and the backward's 64 KiB at head dim 32, so these are
+// also what the shared memory allows on an H100 (227 KiB per SM).
+constexpr int kForwardBlocksPerSm = 4;
+constexpr int kBackwardBlocksPerSm = 3;
 static_assert(kChunkRows == kMmaChunkRows, "attention_mma.hpp states the chunk size to the host code");
 
 // The wmma fragments over storage type D (__half or __nv_bfloat16).
