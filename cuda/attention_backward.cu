@@ -314,8 +314,6 @@ void attention_backward(CsrView pattern, TransposedView transposed, GroupsView g
                groups.groups);
   SPATTN_CHECK(groups.group_rows != nullptr, "attention_backward: the plan has no group_rows");
   if (dims.batch == 0 || pattern.rows == 0) return launch_backward(args, aligned, true, stream);
-  SPATTN_CHECK(reinterpret_cast<std::uintptr_t>(workspace) % 8 == 0,
-               "attention_backward: the workspace must be 8-byte aligned");
   const BackwardWorkspace scratch(workspace, dims.batch, pattern.rows, dims.bias_heads);
   const MmaBackwardScratch mma_scratch{transposed.pattern.row_offsets, scratch.delta,
                                        grad_bias != nullptr ? scratch.bias_partial : nullptr, scratch.bias_chunks,

@@ -30,7 +30,12 @@ bool attention_backward_mma(CsrView pattern, GroupsView groups, const T* q, cons
     using D = device_t<T>;
     const int shared_bytes =
         backward_tiles(static_cast<int>(dims.head_dim), static_cast<int>(dims.value_dim), sizeof(D)).bytes;
-    if (!mma_fits(shared_bytes)) return false;
+    if (!mma_fits(shared_bytes) ||
+        !mma_kernel_built(reinterpret_cast<const void*>(attention_backward_mma_kernel<D>))) {
+      return false;
+    }
+    SPATTN_CHECK(reinterpret_cast<std::uintptr_t>(scratch.group_of_row) % alignof(index_t) == 0,
+                 "attention_backward: the workspace must be 8-byte aligned");
     const auto vectorized = [](const void* pointer, index_t dim) { return aligned_16(pointer) && dim % 8 == 0; };
     const MmaBackwardArguments<D> args{pattern.rows,
                                        pattern.cols,

@@ -80,6 +80,14 @@ __host__ __device__ inline BackwardTiles backward_tiles(int head_dim, int value_
   return t;
 }
 
+// Whether the group owns column `column` of the tile (see column_owned_by_group).
+__device__ __forceinline__ bool tile_column_owned(const index_t* __restrict__ tile_columns_list, int column,
+                                                  const index_t* __restrict__ transposed_row_offsets,
+                                                  index_t group_size) {
+  const index_t col = tile_columns_list[column];
+  return column_owned_by_group(transposed_row_offsets[col + 1] - transposed_row_offsets[col], group_size);
+}
+
 // Writes rows [0, 16) of a warp's float tile to the key or value rows of the tile's columns that the group
 // owns, times `factor`. Lanes run along a row (coalesced).
 template <typename D>
@@ -91,10 +99,8 @@ __device__ __forceinline__ void write_owned_columns(const float* __restrict__ ti
   for (int r = 0; r < kBlockSize; ++r) {
     const int column = first_column + r;
     if (column >= tile_columns) break;
-    const index_t col = columns[column];
-    const index_t entries = transposed_row_offsets[col + 1] - transposed_row_offsets[col];
-    if (!column_owned_by_group(entries, group_size)) continue;
-    D* row = destination + col * dim;
+    if (!tile_column_owned(columns, column, transposed_row_offsets, group_size)) continue;
+    D* row = destination + columns[column] * dim;
     for (int d = lane; d < dim; d += 32) row[d] = from_float<D>(tile[r * stride + d] * factor);
   }
 }
@@ -122,10 +128,11 @@ __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm) attention_b
   float* warp_staging = reinterpret_cast<float*>(shared + t.staging) + warp * kBlockSize * t.staging_stride;
   // In the element-wise step lanes 2 r and 2 r + 1 serve row r of the warp's 16, each half of the columns.
   const int lane_row = lane / 2, lane_half = lane % 2;
-  const int column_offset = lane_half * kColumnsPerLane;
-  const float* my_scores = warp_scores + lane_row * t.score_stride + column_offset;
-  D* my_probabilities = warp_probabilities + lane_row * t.weight_stride + column_offset;
-  D* my_grad_scores = warp_grad_scores + lane_row * t.weight_stride + column_offset;
+  // Lane half h takes columns h, h + 2, h + 4, ...: the two lanes of a row touch neighbouring elements
+  // (fewer shared memory bank conflicts, coalesced bias reads and partial sums).
+  const float* my_scores = warp_scores + lane_row * t.score_stride + lane_half;
+  D* my_probabilities = warp_probabilities + lane_row * t.weight_stride + lane_half;
+  D* my_grad_scores = warp_grad_scores + lane_row * t.weight_stride + lane_half;
 
   const index_t nnz = args.row_offsets[args.rows];
   const bool sum_bias = args.bias_partial != nullptr;
@@ -216,15 +223,15 @@ __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm) attention_b
             float probability[kColumnsPerLane];
 #pragma unroll
             for (int c = 0; c < kColumnsPerLane; ++c) {
-              const int column = column_offset + c;
+              const int column = 2 * c + lane_half;
               probability[c] = 0.f;
               if (row_valid && column < tile_columns) {
                 const float score =
-                    my_scores[c] * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[tile_begin + column]));
+                    my_scores[2 * c] * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[tile_begin + column]));
                 // lse = -inf: the row had no finite score, every probability is 0 (not exp(-inf + inf)).
                 probability[c] = row_lse == kNegativeInfinity ? 0.f : expf(score - row_lse);
               }
-              my_probabilities[c] = from_float<D>(probability[c]);
+              my_probabilities[2 * c] = from_float<D>(probability[c]);
             }
             __syncwarp();  // every lane is done reading S: dP replaces it
             // dP = dO V^T (values are stored [column][d]: B is column-major).
@@ -234,16 +241,16 @@ __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm) attention_b
             // dS, and its sum over problems for the bias gradient.
 #pragma unroll
             for (int c = 0; c < kColumnsPerLane; ++c) {
-              const int column = column_offset + c;
+              const int column = 2 * c + lane_half;
               float grad_score = 0.f;
               if (row_valid && column < tile_columns) {
-                grad_score = probability[c] * (my_scores[c] - delta);  // my_scores now holds dP
+                grad_score = probability[c] * (my_scores[2 * c] - delta);  // the tile now holds dP
                 if (partial_row != nullptr) {
                   const index_t entry = tile_begin + column;  // in the row
                   partial_row[entry] = j == 0 ? grad_score : partial_row[entry] + grad_score;
                 }
               }
-              my_grad_scores[c] = from_float<D>(grad_score);
+              my_grad_scores[2 * c] = from_float<D>(grad_score);
             }
             __syncwarp();
             // dQ += dS K (keys [column][d]: row-major B).
@@ -251,8 +258,14 @@ __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm) attention_b
                                        t.head_pad / kBlockSize, warp_grad_queries, t.grad_query_stride, true);
           }
 
-          if (reduces_columns) {
-            __syncthreads();  // P and dS of every row are in place; nobody reads the scores any more
+          // Groups of one chunk whose tile has an owned column (every tile of a Swin window; few of a random
+          // pattern's): the block barrier also tells whether any thread found one.
+          static_assert(kMmaThreads >= kTileColumns, "one thread per column of a tile");
+          const bool owns_a_column =
+              reduces_columns && static_cast<int>(threadIdx.x) < tile_columns &&
+              tile_column_owned(columns + tile_begin, threadIdx.x, args.transposed_row_offsets, group_size);
+          if (reduces_columns && __syncthreads_or(owns_a_column)) {
+            // P and dS of every row are in place; nobody reads the scores any more.
             const int first_column = warp * kBlockSize;
             if (first_column < tile_columns) {
               // dV = P^T dO and dK = scale * dS^T Q for columns [first_column, first_column + 16).
@@ -288,6 +301,8 @@ __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm) attention_b
       }
     }
   }
+#elif defined(__CUDA_ARCH__)
+  __trap();  // compiled for a device below sm_80: the launcher never starts it there (mma_kernel_built)
 #endif
 }
 

@@ -29,7 +29,9 @@ bool attention_forward_mma(CsrView pattern, GroupsView groups, const T* q, const
     using D = device_t<T>;
     const int shared_bytes =
         forward_tiles(static_cast<int>(dims.head_dim), static_cast<int>(dims.value_dim), sizeof(D)).bytes;
-    if (!mma_fits(shared_bytes)) return false;
+    if (!mma_fits(shared_bytes) || !mma_kernel_built(reinterpret_cast<const void*>(attention_forward_mma_kernel<D>))) {
+      return false;
+    }
     const auto vectorized = [](const void* pointer, index_t dim) { return aligned_16(pointer) && dim % 8 == 0; };
     const MmaForwardArguments<D> args{pattern.rows,
                                       pattern.cols,

@@ -24,4 +24,10 @@ bool mma_fits(int shared_bytes) {
   return shared_bytes <= current_device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
 }
 
+bool mma_kernel_built(const void* kernel) {
+  cudaFuncAttributes attributes{};
+  SPATTN_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+  return attributes.ptxVersion >= 80;
+}
+
 }  // namespace spattn::cuda::detail

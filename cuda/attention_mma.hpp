@@ -21,6 +21,9 @@ inline constexpr index_t kMmaChunkRows = 64;
 bool mma_applies(index_t head_dim, index_t value_dim);
 // A kernel with this much dynamic shared memory per block can run on the current device.
 bool mma_fits(int shared_bytes);
+// The kernel's code for the current device was compiled for sm_80 or newer (a build for older
+// architectures only, run on a newer GPU through the PTX JIT, has the kernels' bodies compiled out).
+bool mma_kernel_built(const void* kernel);
 
 template <typename T>
 bool attention_forward_mma(CsrView pattern, GroupsView groups, const T* q, const T* k, const T* v, const T* bias,

@@ -6,10 +6,11 @@
 // A launch runs the grid's blocks one after another; a block is blockDim.x std::threads. __syncthreads and
 // __syncwarp are barriers over the block's or the warp's threads, warp shuffles exchange through a slot per
 // thread between two warp barriers. The wmma functions keep a whole 16 x 16 tile in every lane's fragment:
-// each lane loads all of it (after a warp barrier: the real functions are warp-collective), mma_sync
-// computes it in float, and lane 0 alone stores it, so a lane reading the stored tile without a __syncwarp
-// may see stale values, as on a GPU. They check wmma's rules: 32-byte aligned pointers, leading dimensions
-// of 16 bytes' multiples. Shared memory starts as NaN bytes, so reading memory a kernel never wrote shows.
+// each lane loads all of it, mma_sync computes it in float, and lane 0 alone stores it (so only lane 0's
+// loads decide a result). They add no synchronisation, and lanes yield the processor at their calls: a
+// kernel that reads what other lanes wrote without a __syncwarp between reads stale or NaN values here, as
+// it may on a GPU. They check wmma's rules: 32-byte aligned pointers, leading dimensions of 16 bytes'
+// multiples. Shared memory starts as NaN bytes, so reading memory a kernel never wrote shows.
 //
 // Not emulated: timing, occupancy, bank conflicts, and races between warps that the barriers happen to
 // order here (compute-sanitizer's racecheck on a GPU covers those).
@@ -44,13 +45,14 @@ inline void require(bool condition, const std::string& what) {
 // The state shared by the threads of the running block.
 struct Block {
   explicit Block(unsigned threads, std::size_t shared_bytes)
-      : shared(shared_bytes + 128, 0xff), block_barrier(threads), slots(threads) {
+      : shared(shared_bytes + 128, 0xff), block_barrier(threads), slots(threads), votes(threads) {
     for (unsigned w = 0; w < (threads + 31) / 32; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
   }
   std::vector<unsigned char> shared;
   std::barrier<> block_barrier;
   std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
   std::vector<std::uint64_t> slots;
+  std::vector<int> votes;
 };
 
 inline Block*& current_block() {
@@ -69,6 +71,16 @@ inline dim3 gridDim, blockDim;
 inline thread_local uint3 threadIdx, blockIdx;
 
 inline void __syncthreads() { spattn_emulation::current_block()->block_barrier.arrive_and_wait(); }
+// A block barrier that also tells every thread whether any thread's predicate was true.
+inline int __syncthreads_or(int predicate) {
+  spattn_emulation::Block& block = *spattn_emulation::current_block();
+  __syncthreads();  // every thread is done reading the previous vote
+  block.votes[threadIdx.x] = predicate != 0;
+  __syncthreads();
+  int any = 0;
+  for (int vote : block.votes) any |= vote;
+  return any;
+}
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   spattn_emulation::require(mask == 0xffffffffu, "only full-warp __syncwarp is emulated");
   spattn_emulation::current_block()->warp_barriers[threadIdx.x / 32]->arrive_and_wait();
@@ -126,6 +138,11 @@ struct fragment {
 };
 
 namespace detail {
+// Lets other lanes run at some calls, in a pattern that differs between lanes.
+inline void maybe_yield() {
+  thread_local unsigned calls = 0;
+  if ((++calls + threadIdx.x) % 3 == 0) std::this_thread::yield();
+}
 inline void check_pointer(const void* pointer, unsigned ldm, std::size_t element_bytes) {
   spattn_emulation::require(reinterpret_cast<std::uintptr_t>(pointer) % 32 == 0,
                             "wmma pointers must be 32-byte aligned");
@@ -139,7 +156,7 @@ inline float as_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 template <typename Use, int M, int N, int K, typename T, typename Layout, typename S>
 void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const S* pointer, unsigned ldm) {
   static_assert(std::is_same_v<S, T>, "the pointer's type is the fragment's");
-  __syncwarp();
+  detail::maybe_yield();
   detail::check_pointer(pointer, ldm, sizeof(S));
   using F = fragment<Use, M, N, K, T, Layout>;
   for (int i = 0; i < F::kRows; ++i) {
@@ -152,7 +169,7 @@ void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const S* pointer, un
 
 template <int M, int N, int K>
 void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* pointer, unsigned ldm, layout_t layout) {
-  __syncwarp();
+  detail::maybe_yield();
   detail::check_pointer(pointer, ldm, sizeof(float));
   for (int i = 0; i < M; ++i) {
     for (int j = 0; j < N; ++j) f.x[i * N + j] = layout == mem_row_major ? pointer[i * ldm + j] : pointer[i + j * ldm];
@@ -161,7 +178,7 @@ void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* poi
 
 template <int M, int N, int K>
 void store_matrix_sync(float* pointer, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t layout) {
-  __syncwarp();
+  detail::maybe_yield();
   detail::check_pointer(pointer, ldm, sizeof(float));
   if (threadIdx.x % 32 != 0) return;
   for (int i = 0; i < M; ++i) {

@@ -65,7 +65,7 @@ void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, c
 // group index per row (2 floats each) and, for a bias gradient, deterministic partial sums of it (about
 // batch / 4 x nnz floats). Pass dims.bias_heads = 0 when no bias gradient is wanted. Unlike the CPU version
 // it takes nnz explicitly: the view's arrays live on the device, and this runs on the host. The workspace
-// must be 8-byte aligned.
+// must be 8-byte aligned for the tensor-core path of the overload with a plan.
 index_t attention_backward_workspace_size(CsrView pattern, index_t nnz, AttentionDims dims);
 
 // grad_bias may be null (no bias gradient wanted); it is summed over the problems sharing a head, in a
