@@ -30,13 +30,10 @@ bool attention_backward_mma(CsrView pattern, GroupsView groups, const T* q, cons
     using D = device_t<T>;
     const int shared_bytes =
         backward_tiles(static_cast<int>(dims.head_dim), static_cast<int>(dims.value_dim), sizeof(D)).bytes;
-    if (!mma_fits(shared_bytes) ||
-        !mma_kernel_built(reinterpret_cast<const void*>(attention_backward_mma_kernel<D>))) {
-      return false;
-    }
+    const auto kernel = attention_backward_mma_kernel<D>;
+    if (!mma_kernel_ready(reinterpret_cast<const void*>(kernel), shared_bytes)) return false;
     SPATTN_CHECK(reinterpret_cast<std::uintptr_t>(scratch.group_of_row) % alignof(index_t) == 0,
                  "attention_backward: the workspace must be 8-byte aligned");
-    const auto vectorized = [](const void* pointer, index_t dim) { return aligned_16(pointer) && dim % 8 == 0; };
     const MmaBackwardArguments<D> args{pattern.rows,
                                        pattern.cols,
                                        dims.batch,
@@ -63,20 +60,15 @@ bool attention_backward_mma(CsrView pattern, GroupsView groups, const T* q, cons
                                        scratch.bias_partial,
                                        scratch.bias_chunks,
                                        static_cast<float>(scale),
-                                       vectorized(q, dims.head_dim),
-                                       vectorized(k, dims.head_dim),
-                                       vectorized(v, dims.value_dim),
-                                       vectorized(grad_out, dims.value_dim)};
+                                       rows_vectorized(q, dims.head_dim),
+                                       rows_vectorized(k, dims.head_dim),
+                                       rows_vectorized(v, dims.value_dim),
+                                       rows_vectorized(grad_out, dims.value_dim)};
     fill_group_of_row_kernel<<<blocks_for(groups.groups, 1), kThreadsPerBlock, 0, stream>>>(
         groups.groups, groups.group_offsets, groups.group_rows, scratch.group_of_row);
     SPATTN_CUDA_CHECK_LAUNCH();
     const index_t heads = scratch.bias_partial != nullptr ? dims.bias_heads : dims.batch;
     const index_t items = (scratch.bias_partial != nullptr ? scratch.bias_chunks : 1) * heads * groups.groups;
-    const auto kernel = attention_backward_mma_kernel<D>;
-    if (shared_bytes > 48 * 1024) {
-      // Above the default limit a kernel must opt in (per device; cheap, and legal during graph capture).
-      SPATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes));
-    }
     if (items > 0) {
       kernel<<<blocks_for(items, 1), kMmaThreads, static_cast<std::size_t>(shared_bytes), stream>>>(args);
       SPATTN_CUDA_CHECK_LAUNCH();

@@ -144,12 +144,8 @@ __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm) attention_b
   for (index_t item = blockIdx.x; item < items; item += gridDim.x) {
     const index_t slot = item / args.groups, group = item % args.groups;  // slot = chunk * heads + head
     const index_t head = slot % heads, problem_chunk = slot / heads;
-    const index_t group_begin = args.group_offsets[group];
-    const index_t group_size = args.group_offsets[group + 1] - group_begin;
-    const index_t* group_rows = args.group_rows + group_begin;
-    const index_t first_row = group_rows[0];
-    const index_t* columns = args.col_indices + args.row_offsets[first_row];
-    const index_t column_count = args.row_offsets[first_row + 1] - args.row_offsets[first_row];
+    const auto [group_size, group_rows, columns, column_count] =
+        plan_group(args.row_offsets, args.col_indices, args.group_offsets, args.group_rows, group);
     const bool reduces_columns = group_size <= kChunkRows;  // then it may own columns
     float* partial = sum_bias ? args.bias_partial + slot * nnz : nullptr;
     const index_t first_problem = head + problem_chunk * problems_per_item * heads;
@@ -302,7 +298,7 @@ __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm) attention_b
     }
   }
 #elif defined(__CUDA_ARCH__)
-  __trap();  // compiled for a device below sm_80: the launcher never starts it there (mma_kernel_built)
+  __trap();  // compiled for a device below sm_80: the launcher never starts it there (mma_kernel_ready)
 #endif
 }
 

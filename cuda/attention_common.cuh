@@ -103,6 +103,24 @@ __device__ __forceinline__ void load_step_keys_and_values(const index_t* __restr
   }
 }
 
+// One group of the execution plan (spattn/plan.hpp) as the grouped kernels walk it: its rows and the column
+// list they share (the first row's).
+struct PlanGroup {
+  index_t size;
+  const index_t* rows;
+  const index_t* columns;
+  index_t column_count;
+};
+__device__ __forceinline__ PlanGroup plan_group(const index_t* __restrict__ row_offsets,
+                                                const index_t* __restrict__ col_indices,
+                                                const index_t* __restrict__ group_offsets,
+                                                const index_t* __restrict__ group_rows, index_t group) {
+  const index_t begin = group_offsets[group];
+  const index_t first_row = group_rows[begin];
+  return {group_offsets[group + 1] - begin, group_rows + begin, col_indices + row_offsets[first_row],
+          row_offsets[first_row + 1] - row_offsets[first_row]};
+}
+
 inline bool aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
 
 // Calls launch(FragmentShape<...>{}) with the shape for these dims; `aligned`: every dense array the kernel

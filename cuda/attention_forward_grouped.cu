@@ -251,12 +251,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock, grouped_min_blocks<kValueSlo
   // Everything that decides a barrier below (item, group size, tile count) is the same for the whole block.
   for (index_t item = blockIdx.x; item < items; item += gridDim.x) {
     const index_t problem = item / args.groups, group = item % args.groups;
-    const index_t group_begin = args.group_offsets[group];
-    const index_t group_size = args.group_offsets[group + 1] - group_begin;
-    const index_t* rows = args.group_rows + group_begin;
-    const index_t first_row = rows[0];
-    const index_t* columns = args.col_indices + args.row_offsets[first_row];
-    const index_t column_count = args.row_offsets[first_row + 1] - args.row_offsets[first_row];
+    const auto [group_size, rows, columns, column_count] =
+        plan_group(args.row_offsets, args.col_indices, args.group_offsets, args.group_rows, group);
     const index_t tiles = (column_count + kTileColumns - 1) / kTileColumns;
     const D* k_problem = args.k + problem * args.cols * args.head_dim;
     const D* v_problem = args.v + problem * args.cols * args.value_dim;

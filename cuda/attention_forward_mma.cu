@@ -4,20 +4,6 @@
 
 namespace spattn::cuda {
 namespace detail {
-namespace {
-
-template <typename D>
-void launch(const MmaForwardArguments<D>& args, int shared_bytes, cudaStream_t stream) {
-  const auto kernel = attention_forward_mma_kernel<D>;
-  if (shared_bytes > 48 * 1024) {
-    // Above the default limit a kernel must opt in (per device; cheap, and legal during graph capture).
-    SPATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes));
-  }
-  kernel<<<blocks_for(args.batch * args.groups, 1), kMmaThreads, static_cast<std::size_t>(shared_bytes), stream>>>(args);
-  SPATTN_CUDA_CHECK_LAUNCH();
-}
-
-}  // namespace
 
 template <typename T>
 bool attention_forward_mma(CsrView pattern, GroupsView groups, const T* q, const T* k, const T* v, const T* bias,
@@ -29,10 +15,8 @@ bool attention_forward_mma(CsrView pattern, GroupsView groups, const T* q, const
     using D = device_t<T>;
     const int shared_bytes =
         forward_tiles(static_cast<int>(dims.head_dim), static_cast<int>(dims.value_dim), sizeof(D)).bytes;
-    if (!mma_fits(shared_bytes) || !mma_kernel_built(reinterpret_cast<const void*>(attention_forward_mma_kernel<D>))) {
-      return false;
-    }
-    const auto vectorized = [](const void* pointer, index_t dim) { return aligned_16(pointer) && dim % 8 == 0; };
+    const auto kernel = attention_forward_mma_kernel<D>;
+    if (!mma_kernel_ready(reinterpret_cast<const void*>(kernel), shared_bytes)) return false;
     const MmaForwardArguments<D> args{pattern.rows,
                                       pattern.cols,
                                       dims.batch,
@@ -51,10 +35,12 @@ bool attention_forward_mma(CsrView pattern, GroupsView groups, const T* q, const
                                       to_device(out),
                                       lse,
                                       static_cast<float>(scale),
-                                      vectorized(q, dims.head_dim),
-                                      vectorized(k, dims.head_dim),
-                                      vectorized(v, dims.value_dim)};
-    launch(args, shared_bytes, stream);
+                                      rows_vectorized(q, dims.head_dim),
+                                      rows_vectorized(k, dims.head_dim),
+                                      rows_vectorized(v, dims.value_dim)};
+    kernel<<<blocks_for(args.batch * args.groups, 1), kMmaThreads, static_cast<std::size_t>(shared_bytes), stream>>>(
+        args);
+    SPATTN_CUDA_CHECK_LAUNCH();
     return true;
   }
 }

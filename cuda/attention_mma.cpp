@@ -20,14 +20,15 @@ bool mma_applies(index_t head_dim, index_t value_dim) {
          current_device_attribute(cudaDevAttrComputeCapabilityMajor) >= 8;
 }
 
-bool mma_fits(int shared_bytes) {
-  return shared_bytes <= current_device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
-}
-
-bool mma_kernel_built(const void* kernel) {
+bool mma_kernel_ready(const void* kernel, int shared_bytes) {
+  if (shared_bytes > current_device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin)) return false;
   cudaFuncAttributes attributes{};
   SPATTN_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
-  return attributes.ptxVersion >= 80;
+  if (attributes.ptxVersion < 80) return false;
+  if (shared_bytes > 48 * 1024) {
+    SPATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes));
+  }
+  return true;
 }
 
 }  // namespace spattn::cuda::detail

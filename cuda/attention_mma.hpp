@@ -19,11 +19,11 @@ inline constexpr index_t kMmaChunkRows = 64;
 
 // Head dims within kMaxMmaDim and a device of compute capability 8.0 or more (bfloat16 tensor cores).
 bool mma_applies(index_t head_dim, index_t value_dim);
-// A kernel with this much dynamic shared memory per block can run on the current device.
-bool mma_fits(int shared_bytes);
-// The kernel's code for the current device was compiled for sm_80 or newer (a build for older
-// architectures only, run on a newer GPU through the PTX JIT, has the kernels' bodies compiled out).
-bool mma_kernel_built(const void* kernel);
+// Whether `kernel` can run on the current device with this much dynamic shared memory per block: the
+// device has it, and the kernel's code for the device was compiled for sm_80 or newer (a build for older
+// architectures only, run on a newer GPU through the PTX JIT, has the kernels' bodies compiled out). If so,
+// the kernel is allowed that much shared memory (above 48 KiB a kernel must opt in; legal during capture).
+bool mma_kernel_ready(const void* kernel, int shared_bytes);
 
 template <typename T>
 bool attention_forward_mma(CsrView pattern, GroupsView groups, const T* q, const T* k, const T* v, const T* bias,

@@ -75,6 +75,9 @@ __device__ __forceinline__ bool column_owned_by_group(index_t column_entries, in
   return group_size > 0 && group_size <= kChunkRows && column_entries == group_size;
 }
 
+// gather_rows may load `pointer`'s rows of `dim` elements 16 bytes at a time (host side).
+inline bool rows_vectorized(const void* pointer, index_t dim) { return aligned_16(pointer) && dim % 8 == 0; }
+
 // Gathers rows `indices[0, count)` of `source` (rows of `dim` elements) into tile[padded_rows][stride],
 // zeros in every other element of [padded_rows][padded_dim]. `vectorized`: source 16-byte aligned and dim a
 // multiple of 8, so each 8-element piece is one 16-byte load. Called by every thread of the block; the

@@ -654,20 +654,7 @@ def test_grouped_backward_is_graph_capturable():
     out, lse = spattn_ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, 0.25)
     arguments = (grad, q, k, v, bias, out, lse, *csr, transposed.row_offsets, transposed.col_indices, permutation,
                  0.25, True, *plan)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        spattn_ops.attention_backward(*arguments)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = spattn_ops.attention_backward(*arguments)
-    for t in (q, k, v, grad, bias):
-        t.copy_(torch.randn_like(t))
-    graph.replay()
-    torch.cuda.synchronize()
-    for got, want in zip(captured, spattn_ops.attention_backward(*arguments)):
-        assert torch.equal(got, want)
+    replay_matches_eager(lambda: spattn_ops.attention_backward(*arguments), [q, k, v, grad, bias])
 
 
 def test_grouped_forward_misaligned_keys():
@@ -711,6 +698,26 @@ def test_grouped_forward_more_items_than_blocks():
     torch.testing.assert_close(lse, expected_lse, rtol=1e-5, atol=1e-5)
 
 
+def replay_matches_eager(run, inputs):
+    """Captures run() in a CUDA graph (after a warm-up on a side stream), refills the inputs and replays:
+    the replay equals an eager call on the new inputs, bit for bit."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = run()
+    for t in inputs:
+        t.copy_(torch.randn_like(t))
+    graph.replay()
+    torch.cuda.synchronize()
+    for got, want in zip(captured, run()):
+        if got is not None:
+            torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
 def test_grouped_forward_is_deterministic_and_graph_capturable():
     pattern = spattn.patterns.swin(14, 14, 7, shift_size=3).to(CUDA)
     args = [torch.randn(8, 196, 32, device=CUDA, dtype=torch.bfloat16) for _ in range(3)]
@@ -719,20 +726,7 @@ def test_grouped_forward_is_deterministic_and_graph_capturable():
     first = spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25)
     second = spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25)
     assert all(torch.equal(a, b) for a, b in zip(first, second))
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25)
-    for t in args + [bias]:
-        t.copy_(torch.randn_like(t))
-    graph.replay()
-    torch.cuda.synchronize()
-    for got, want in zip(captured, spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25)):
-        assert torch.equal(got, want)
+    replay_matches_eager(lambda: spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25), args + [bias])
 
 
 def test_grouped_opcheck_on_cuda():

@@ -134,7 +134,7 @@ DeviceInputs<D> device_inputs(const Problem& problem) {
   return result;
 }
 
-bool loads_vectorized(index_t dim, bool allowed) { return allowed && dim % 8 == 0; }
+bool vector_loads(index_t dim, bool allowed) { return allowed && dim % 8 == 0; }
 
 template <typename D>
 void check_forward(const Problem& problem, bool vectorized) {
@@ -161,9 +161,9 @@ void check_forward(const Problem& problem, bool vectorized) {
                                              out.data(),
                                              lse.data(),
                                              static_cast<float>(problem.scale),
-                                             loads_vectorized(dims.head_dim, vectorized),
-                                             loads_vectorized(dims.head_dim, vectorized),
-                                             loads_vectorized(dims.value_dim, vectorized)};
+                                             vector_loads(dims.head_dim, vectorized),
+                                             vector_loads(dims.head_dim, vectorized),
+                                             vector_loads(dims.value_dim, vectorized)};
   const int shared_bytes = kernels::forward_tiles(static_cast<int>(dims.head_dim), static_cast<int>(dims.value_dim),
                                                   sizeof(D)).bytes;
   spattn_emulation::launch(kernels::attention_forward_mma_kernel<D>, kBlocks, kernels::kMmaThreads, shared_bytes, args);
@@ -216,10 +216,10 @@ void check_backward(const Problem& problem, bool vectorized) {
                                               with_bias ? bias_partial.data() : nullptr,
                                               chunks,
                                               static_cast<float>(problem.scale),
-                                              loads_vectorized(dims.head_dim, vectorized),
-                                              loads_vectorized(dims.head_dim, vectorized),
-                                              loads_vectorized(dims.value_dim, vectorized),
-                                              loads_vectorized(dims.value_dim, vectorized)};
+                                              vector_loads(dims.head_dim, vectorized),
+                                              vector_loads(dims.head_dim, vectorized),
+                                              vector_loads(dims.value_dim, vectorized),
+                                              vector_loads(dims.value_dim, vectorized)};
   const int shared_bytes = kernels::backward_tiles(static_cast<int>(dims.head_dim),
                                                    static_cast<int>(dims.value_dim), sizeof(D)).bytes;
   spattn_emulation::launch(kernels::attention_backward_mma_kernel<D>, kBlocks, kernels::kMmaThreads, shared_bytes,
