@@ -490,6 +490,21 @@ def test_cusparse_matches_custom_kernels(kind):
 
 
 @needs_cusparse
+def test_functional_backend_cusparse_matches_spattn():
+    pattern = make_pattern("swin", 64, 64)
+    a, b = (torch.randn(2, 3, 64, 32, device=CUDA) for _ in range(2))
+    with torch.no_grad():
+        scores = spattn.sddmm(a, b, pattern, backend="cusparse")
+        torch.testing.assert_close(scores, spattn.sddmm(a, b, pattern), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(spattn.spmm(scores, b, pattern, backend="cusparse"), spattn.spmm(scores, b, pattern),
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="float32 only"):
+        spattn.sddmm(a.half(), b.half(), pattern, backend="cusparse")
+    with pytest.raises(ValueError, match="no backward"):
+        spattn.sddmm(a.requires_grad_(), b, pattern, backend="cusparse")
+
+
+@needs_cusparse
 def test_cusparse_empty_pattern_gives_zeros():
     pattern = spattn.Pattern.from_dense(torch.zeros(5, 6, dtype=torch.bool))
     (row_offsets, col_indices), _ = pattern_tensors(pattern)

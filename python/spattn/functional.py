@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from . import _checks, ops
+from . import _C, _checks, ops
 from .pattern import Pattern
 
 __all__ = ["scaled_dot_product_attention", "sddmm", "sparse_softmax", "spmm"]
@@ -69,11 +69,33 @@ def _as_batch(tensor: Tensor, trailing: int) -> Tensor:
 
 
 # ---- building blocks -------------------------------------------------------------------------------------
-def sddmm(a: Tensor, b: Tensor, pattern: Pattern) -> Tensor:
+_BACKENDS = ("spattn", "cusparse")
+
+
+def _check_backend(backend: str, *tensors: Tensor) -> bool:
+    """Whether to take the cuSPARSE baseline; refuses what it cannot do rather than falling back silently."""
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend == "spattn":
+        return False
+    if not all(t.is_cuda for t in tensors):
+        raise ValueError("backend='cusparse' needs CUDA tensors")
+    if any(t.dtype != torch.float32 for t in tensors):
+        raise ValueError(f"backend='cusparse' takes float32 only, got {tensors[0].dtype}")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        raise ValueError("backend='cusparse' has no backward: call it under torch.no_grad() or on tensors that "
+                         "do not require grad")
+    if not _C.build_info()["cusparse"]:
+        raise ValueError("backend='cusparse': this build of spattn has no cuSPARSE")
+    return True
+
+
+def sddmm(a: Tensor, b: Tensor, pattern: Pattern, backend: str = "spattn") -> Tensor:
     """``(a @ b^T)`` sampled on the pattern.
 
     a ``[..., Nq, D]``, b ``[..., Nk, D]`` with the same leading dimensions, pattern of shape ``(Nq, Nk)``;
-    returns ``[..., nnz]`` in CSR order.
+    returns ``[..., nnz]`` in CSR order. ``backend="cusparse"`` runs cusparseSDDMM instead of spattn's kernel
+    (the library baseline: CUDA, float32, no backward).
     """
     _check_tensor(a, "a"), _check_tensor(b, "b")
     _check_rank(a, "a", 2), _check_rank(b, "b", 2)
@@ -82,8 +104,12 @@ def sddmm(a: Tensor, b: Tensor, pattern: Pattern) -> Tensor:
     if b.shape[-1] != a.shape[-1]:
         raise ValueError(f"b: last dimension {b.shape[-1]} must match a's {a.shape[-1]}")
     pattern = _check_pattern(pattern, a.shape[-2], b.shape[-2], a.device, "a.shape[-2]", "b.shape[-2]")
-    out = ops.sddmm(_as_batch(a, 2), _as_batch(b, 2), pattern.row_offsets, pattern.col_indices,
-                    *_transposed_for_backward(pattern, a, b))
+    if _check_backend(backend, a, b):
+        from . import ops_cuda
+        out = ops_cuda.cusparse_sddmm(_as_batch(a, 2), _as_batch(b, 2), pattern.row_offsets, pattern.col_indices)
+    else:
+        out = ops.sddmm(_as_batch(a, 2), _as_batch(b, 2), pattern.row_offsets, pattern.col_indices,
+                        *_transposed_for_backward(pattern, a, b))
     return out.reshape(*a.shape[:-2], pattern.nnz)
 
 
@@ -104,11 +130,12 @@ def sparse_softmax(values: Tensor, pattern: Pattern) -> Tensor:
     return out.reshape(values.shape)
 
 
-def spmm(values: Tensor, b: Tensor, pattern: Pattern) -> Tensor:
+def spmm(values: Tensor, b: Tensor, pattern: Pattern, backend: str = "spattn") -> Tensor:
     """The sparse matrix (pattern with ``values``) times ``b``.
 
     values ``[..., nnz]``, b ``[..., Nk, D]`` with the same leading dimensions, pattern of shape
-    ``(Nq, Nk)``; returns ``[..., Nq, D]``. Rows without entries give 0.
+    ``(Nq, Nk)``; returns ``[..., Nq, D]``. Rows without entries give 0. ``backend="cusparse"`` runs
+    cusparseSpMM instead of spattn's kernel (the library baseline: CUDA, float32, no backward).
     """
     _check_tensor(values, "values"), _check_tensor(b, "b")
     _check_rank(values, "values", 1), _check_rank(b, "b", 2)
@@ -122,8 +149,13 @@ def spmm(values: Tensor, b: Tensor, pattern: Pattern) -> Tensor:
     if values.shape[-1] != pattern.nnz:
         raise ValueError(f"values: last dimension {values.shape[-1]} must be the pattern's nnz = {pattern.nnz}")
     pattern = pattern.to(b.device)
-    out = ops.spmm(_as_batch(values, 1), _as_batch(b, 2), pattern.row_offsets, pattern.col_indices,
-                   *_transposed_for_backward(pattern, values, b))
+    if _check_backend(backend, values, b):
+        from . import ops_cuda
+        out = ops_cuda.cusparse_spmm(_as_batch(values, 1), _as_batch(b, 2), pattern.row_offsets,
+                                     pattern.col_indices)
+    else:
+        out = ops.spmm(_as_batch(values, 1), _as_batch(b, 2), pattern.row_offsets, pattern.col_indices,
+                       *_transposed_for_backward(pattern, values, b))
     return out.reshape(*b.shape[:-2], pattern.shape[0], b.shape[-1])
 
 
