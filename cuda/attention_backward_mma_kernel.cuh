@@ -106,7 +106,8 @@ __device__ __forceinline__ void write_owned_columns(const float* __restrict__ ti
 }
 
 template <typename D>
-__global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm) attention_backward_mma_kernel(const MmaBackwardArguments<D> args) {
+__global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm)
+    attention_backward_mma_kernel(const MmaBackwardArguments<D> args) {
 #if SPATTN_MMA_DEVICE_CODE
   SPATTN_DYNAMIC_SHARED(float4, shared_vectors);  // float4: 16-byte aligned
   char* shared = reinterpret_cast<char*>(shared_vectors);
@@ -124,7 +125,8 @@ __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm) attention_b
   float* warp_scores = reinterpret_cast<float*>(shared + t.scores) + warp * kBlockSize * t.score_stride;
   D* warp_probabilities = probabilities + warp * kBlockSize * t.weight_stride;
   D* warp_grad_scores = grad_scores + warp * kBlockSize * t.weight_stride;
-  float* warp_grad_queries = reinterpret_cast<float*>(shared + t.grad_queries) + warp * kBlockSize * t.grad_query_stride;
+  float* warp_grad_queries =
+      reinterpret_cast<float*>(shared + t.grad_queries) + warp * kBlockSize * t.grad_query_stride;
   float* warp_staging = reinterpret_cast<float*>(shared + t.staging) + warp * kBlockSize * t.staging_stride;
   // In the element-wise step lanes 2 r and 2 r + 1 serve row r of the warp's 16, each half of the columns.
   const int lane_row = lane / 2, lane_half = lane % 2;
@@ -222,8 +224,8 @@ __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm) attention_b
               const int column = 2 * c + lane_half;
               probability[c] = 0.f;
               if (row_valid && column < tile_columns) {
-                const float score =
-                    my_scores[2 * c] * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[tile_begin + column]));
+                const float bias = bias_row == nullptr ? 0.f : to_float(bias_row[tile_begin + column]);
+                const float score = my_scores[2 * c] * args.scale + bias;
                 // lse = -inf: the row had no finite score, every probability is 0 (not exp(-inf + inf)).
                 probability[c] = row_lse == kNegativeInfinity ? 0.f : expf(score - row_lse);
               }

@@ -64,7 +64,8 @@ __host__ __device__ inline ForwardTiles forward_tiles(int head_dim, int value_di
 }
 
 template <typename D>
-__global__ void __launch_bounds__(kMmaThreads, kForwardBlocksPerSm) attention_forward_mma_kernel(const MmaForwardArguments<D> args) {
+__global__ void __launch_bounds__(kMmaThreads, kForwardBlocksPerSm)
+    attention_forward_mma_kernel(const MmaForwardArguments<D> args) {
 #if SPATTN_MMA_DEVICE_CODE
   SPATTN_DYNAMIC_SHARED(float4, shared_vectors);  // float4: 16-byte aligned
   char* shared = reinterpret_cast<char*>(shared_vectors);
@@ -142,7 +143,8 @@ __global__ void __launch_bounds__(kMmaThreads, kForwardBlocksPerSm) attention_fo
           const int column = 2 * j + lane_half;
           score[j] = kNegativeInfinity;
           if (row_valid && column < tile_columns) {
-            score[j] = my_scores[2 * j] * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[tile_begin + column]));
+            const float bias = bias_row == nullptr ? 0.f : to_float(bias_row[tile_begin + column]);
+            score[j] = my_scores[2 * j] * args.scale + bias;
           }
           tile_max = fmaxf(tile_max, score[j]);
           nan_seen |= isnan(score[j]);

@@ -110,9 +110,9 @@ __device__ __forceinline__ void gather_rows(D* __restrict__ tile, int stride, in
 // `b` (row-major [k][n], or [n][k] when kTransposeB) `n_blocks` blocks wide; `out` a float tile. With
 // `accumulate` the product is added to out's current contents.
 template <bool kTransposeA, bool kTransposeB, typename D>
-__device__ __forceinline__ void warp_product(const D* __restrict__ a, int a_stride, int k_blocks, const D* __restrict__ b,
-                                             int b_stride, int n_blocks, float* __restrict__ out, int out_stride,
-                                             bool accumulate) {
+__device__ __forceinline__ void warp_product(const D* __restrict__ a, int a_stride, int k_blocks,
+                                             const D* __restrict__ b, int b_stride, int n_blocks,
+                                             float* __restrict__ out, int out_stride, bool accumulate) {
   using FragmentA = std::conditional_t<kTransposeA, MatrixATransposed<D>, MatrixA<D>>;
   using FragmentB = std::conditional_t<kTransposeB, MatrixBTransposed<D>, MatrixB<D>>;
   for (int n = 0; n < n_blocks; ++n) {

@@ -182,7 +182,9 @@ void store_matrix_sync(float* pointer, const fragment<accumulator, M, N, K, floa
   detail::check_pointer(pointer, ldm, sizeof(float));
   if (threadIdx.x % 32 != 0) return;
   for (int i = 0; i < M; ++i) {
-    for (int j = 0; j < N; ++j) (layout == mem_row_major ? pointer[i * ldm + j] : pointer[i + j * ldm]) = f.x[i * N + j];
+    for (int j = 0; j < N; ++j) {
+      (layout == mem_row_major ? pointer[i * ldm + j] : pointer[i + j * ldm]) = f.x[i * N + j];
+    }
   }
 }
 

@@ -255,9 +255,10 @@ void check_backward(const Problem& problem, bool vectorized) {
   split(grad_v, expected.grad_v, dims.value_dim, "grad_v");
   if (with_bias) {
     // attention_backward.cu's last pass: the chunks' slices added in order.
-    std::vector<double> grad_bias(dims.bias_heads * nnz, 0);
+    const index_t slice = dims.bias_heads * nnz;
+    std::vector<double> grad_bias(slice, 0);
     for (index_t chunk = 0; chunk < chunks; ++chunk) {
-      for (index_t i = 0; i < dims.bias_heads * nnz; ++i) grad_bias[i] += bias_partial[chunk * dims.bias_heads * nnz + i];
+      for (index_t i = 0; i < slice; ++i) grad_bias[i] += bias_partial[chunk * slice + i];
     }
     CHECK(close(grad_bias, expected.grad_bias, tolerance<D>(), "grad_bias"));
   }
