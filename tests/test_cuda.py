@@ -744,11 +744,13 @@ def test_grouped_forward_is_deterministic_and_graph_capturable():
     replay_matches_eager(lambda: spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25), args + [bias])
 
 
-def test_grouped_opcheck_on_cuda():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_grouped_opcheck_on_cuda(dtype):
     # (torch.compile of the op is tested on the CPU in test_ops.py: the same schema, fake and autograd.)
+    # bfloat16: the tensor-core kernels, forward and backward.
     pattern = spattn.patterns.swin(8, 8, 4, shift_size=2).to(CUDA)
-    q, k, v = (torch.randn(4, 64, 32, device=CUDA, requires_grad=True) for _ in range(3))
-    bias = torch.randn(2, pattern.nnz, device=CUDA, requires_grad=True)
+    q, k, v = (torch.randn(4, 64, 32, device=CUDA, dtype=dtype, requires_grad=True) for _ in range(3))
+    bias = torch.randn(2, pattern.nnz, device=CUDA, dtype=dtype, requires_grad=True)
     csr, plan = (pattern.row_offsets, pattern.col_indices), pattern.plan()
     for b in (bias, None):
         torch.library.opcheck(spattn_ops.attention_forward_grouped.default, (q, k, v, b, *csr, *plan, 0.25))
