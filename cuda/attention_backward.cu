@@ -5,7 +5,7 @@
 //   dBias = sum over problems of dS  (the row pass's partial sums added in chunk order)
 // Each output element is owned by one lane group and summed in a fixed order: no atomics, deterministic.
 
-#include "attention_common.cuh"
+#include "attention_arguments.cuh"
 #include "attention_workspace.hpp"
 #include "mma_tiles.cuh"
 
@@ -13,34 +13,6 @@ namespace spattn::cuda {
 namespace detail {
 namespace {
 
-template <typename D>
-struct BackwardArguments {
-  index_t rows, cols, batch, head_dim, value_dim, bias_heads;
-  const index_t* __restrict__ row_offsets;
-  const index_t* __restrict__ col_indices;
-  const index_t* __restrict__ transposed_row_offsets;  // the transposed pattern: cols rows
-  const index_t* __restrict__ transposed_col_indices;
-  const index_t* __restrict__ permutation;  // transposed entry -> CSR entry
-  const D* __restrict__ q;
-  const D* __restrict__ k;
-  const D* __restrict__ v;
-  const D* __restrict__ bias;  // [bias_heads, nnz] or null
-  const D* __restrict__ out;
-  const D* __restrict__ grad_out;
-  const float* __restrict__ lse;
-  D* __restrict__ grad_q;
-  D* __restrict__ grad_k;
-  D* __restrict__ grad_v;
-  D* __restrict__ grad_bias;         // [bias_heads, nnz] or null
-  float* __restrict__ delta;         // workspace [batch, rows]
-  float* __restrict__ bias_partial;  // workspace [bias_chunks, bias_heads, nnz] (when grad_bias is wanted)
-  index_t bias_chunks;
-  float scale;
-  // With the tensor-core kernel (attention_backward_mma.cu): the plan's group of each row and the plan, so the
-  // column pass skips the columns that kernel completed. Null: the column pass takes every column.
-  const index_t* __restrict__ group_of_row;
-  const index_t* __restrict__ group_offsets;
-};
 
 __device__ __forceinline__ float probability(float score, float lse) {
   // lse = -inf: the row had no finite score, so every probability is 0 (not exp(-inf + inf) = NaN).
@@ -242,6 +214,8 @@ BackwardArguments<device_t<T>> backward_arguments(CsrView pattern, TransposedVie
           scratch.bias_partial,
           scratch.bias_chunks,
           static_cast<float>(scale),
+          0,
+          nullptr,
           nullptr,
           nullptr};
 }
@@ -258,7 +232,8 @@ void launch_backward(const BackwardArguments<D>& args, bool aligned, bool with_r
     constexpr int kItemsPerBlock = kThreadsPerBlock / Shape::kLanes;
     // Rows first: the column pass reads delta.
     if (with_rows && row_items > 0) {
-      attention_backward_rows_kernel<Shape, D><<<blocks_for(row_items, kItemsPerBlock), kThreadsPerBlock, 0, stream>>>(args);
+      attention_backward_rows_kernel<Shape, D>
+          <<<blocks_for(row_items, kItemsPerBlock), kThreadsPerBlock, 0, stream>>>(args);
       SPATTN_CUDA_CHECK_LAUNCH();
     }
     if (column_items > 0) {
@@ -314,17 +289,13 @@ void attention_backward(CsrView pattern, TransposedView transposed, GroupsView g
                groups.groups);
   SPATTN_CHECK(groups.group_rows != nullptr, "attention_backward: the plan has no group_rows");
   if (dims.batch == 0 || pattern.rows == 0) return launch_backward(args, aligned, true, stream);
-  const BackwardWorkspace scratch(workspace, dims.batch, pattern.rows, dims.bias_heads);
-  const MmaBackwardScratch mma_scratch{transposed.pattern.row_offsets, scratch.delta,
-                                       grad_bias != nullptr ? scratch.bias_partial : nullptr, scratch.bias_chunks,
-                                       scratch.group_of_row};
-  if (!attention_backward_mma(pattern, groups, q, k, v, bias, out, grad_out, lse, dims, scale, grad_q, grad_k,
-                              grad_v, mma_scratch, stream)) {
-    return launch_backward(args, aligned, true, stream);
-  }
-  // The tensor-core kernel wrote delta, dQ, the owned columns' dK and dV and the bias partial sums.
-  args.group_of_row = scratch.group_of_row;
+  args.groups = groups.groups;
   args.group_offsets = groups.group_offsets;
+  args.group_rows = groups.group_rows;
+  index_t* group_of_row = BackwardWorkspace(workspace, dims.batch, pattern.rows, dims.bias_heads).group_of_row;
+  if (!attention_backward_mma(args, group_of_row, stream)) return launch_backward(args, aligned, true, stream);
+  // The tensor-core kernel wrote delta, dQ, the owned columns' dK and dV and the bias partial sums.
+  args.group_of_row = group_of_row;
   launch_backward(args, aligned, false, stream);
 }
 

@@ -20,31 +20,6 @@
 
 namespace spattn::cuda::detail {
 
-template <typename D>
-struct MmaBackwardArguments {
-  index_t rows, cols, batch, head_dim, value_dim, bias_heads, groups;
-  const index_t* __restrict__ row_offsets;
-  const index_t* __restrict__ col_indices;
-  const index_t* __restrict__ transposed_row_offsets;
-  const index_t* __restrict__ group_offsets;
-  const index_t* __restrict__ group_rows;
-  const D* __restrict__ q;
-  const D* __restrict__ k;
-  const D* __restrict__ v;
-  const D* __restrict__ bias;  // [bias_heads, nnz] or null
-  const D* __restrict__ out;
-  const D* __restrict__ grad_out;
-  const float* __restrict__ lse;
-  D* __restrict__ grad_q;
-  D* __restrict__ grad_k;
-  D* __restrict__ grad_v;
-  float* __restrict__ delta;         // [batch, rows]
-  float* __restrict__ bias_partial;  // [bias_chunks, bias_heads, nnz], or null: no bias gradient
-  index_t bias_chunks;
-  float scale;
-  bool vectorized_q, vectorized_k, vectorized_v, vectorized_grad_out;  // 16-byte loads (see gather_rows)
-};
-
 // Byte offsets of the tiles in the dynamic shared memory. One float tile holds S, then dP; the float staging
 // tile of dK and dV is only used between the element-wise steps and the next tile, when no warp reads that
 // tile any more: it reuses it (sized for the larger of the two).
@@ -107,7 +82,7 @@ __device__ __forceinline__ void write_owned_columns(const float* __restrict__ ti
 
 template <typename D>
 __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm)
-    attention_backward_mma_kernel(const MmaBackwardArguments<D> args) {
+    attention_backward_mma_kernel(const BackwardArguments<D> args, const VectorLoads loads) {
 #if SPATTN_MMA_DEVICE_CODE
   SPATTN_DYNAMIC_SHARED(float4, shared_vectors);  // float4: 16-byte aligned
   char* shared = reinterpret_cast<char*>(shared_vectors);
@@ -137,7 +112,7 @@ __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm)
   D* my_grad_scores = warp_grad_scores + lane_row * t.weight_stride + lane_half;
 
   const index_t nnz = args.row_offsets[args.rows];
-  const bool sum_bias = args.bias_partial != nullptr;
+  const bool sum_bias = args.grad_bias != nullptr;
   const index_t heads = sum_bias ? args.bias_heads : args.batch;
   const index_t problems_per_item = sum_bias ? kProblemsPerBiasChunk : 1;
   const index_t items = (sum_bias ? args.bias_chunks : 1) * heads * args.groups;
@@ -194,9 +169,9 @@ __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm)
 
         __syncthreads();  // the previous chunk is done with every tile
         gather_rows(queries, t.key_stride, kChunkRows, t.head_pad, q_problem, args.head_dim, group_rows + chunk,
-                    chunk_rows, args.vectorized_q);
+                    chunk_rows, loads.q);
         gather_rows(grad_outputs, t.value_stride, kChunkRows, t.value_pad, grad_out_problem, args.value_dim,
-                    group_rows + chunk, chunk_rows, args.vectorized_grad_out);
+                    group_rows + chunk, chunk_rows, loads.grad_out);
         for (int e = lane; e < kBlockSize * t.head_pad; e += 32) {
           warp_grad_queries[(e / t.head_pad) * t.grad_query_stride + e % t.head_pad] = 0.f;
         }
@@ -207,9 +182,9 @@ __global__ void __launch_bounds__(kMmaThreads, kBackwardBlocksPerSm)
           const int column_blocks = (tile_columns + kBlockSize - 1) / kBlockSize;
           __syncthreads();  // every warp is done with the previous tile (and the rows are in place)
           gather_rows(keys, t.key_stride, kTileColumns, t.head_pad, k_problem, args.head_dim, columns + tile_begin,
-                      tile_columns, args.vectorized_k);
+                      tile_columns, loads.k);
           gather_rows(values, t.value_stride, kTileColumns, t.value_pad, v_problem, args.value_dim,
-                      columns + tile_begin, tile_columns, args.vectorized_v);
+                      columns + tile_begin, tile_columns, loads.v);
           __syncthreads();
 
           if (warp_active) {

@@ -9,8 +9,7 @@
 // for each chunk of kGroupedWarps rows; groups with no columns (empty rows) give zeros and lse -inf, like
 // the generic kernel.
 
-#include "attention_common.cuh"
-#include "attention_mma.hpp"
+#include "attention_arguments.cuh"
 
 namespace spattn::cuda {
 namespace detail {
@@ -21,22 +20,6 @@ constexpr int kTileColumns = 64;  // a Swin window (49 keys) or an 8 x 8 window 
 constexpr int kScoresPerLane = kTileColumns / 32;
 constexpr int kVectorElements = 4;  // elements per vector load of k and v when aligned
 
-template <typename D>
-struct GroupedArguments {
-  index_t rows, cols, batch, head_dim, value_dim, bias_heads, groups;
-  const index_t* __restrict__ row_offsets;
-  const index_t* __restrict__ col_indices;
-  const index_t* __restrict__ group_offsets;
-  const index_t* __restrict__ group_rows;
-  const D* __restrict__ q;     // [batch, rows, head_dim]
-  const D* __restrict__ k;     // [batch, cols, head_dim]
-  const D* __restrict__ v;     // [batch, cols, value_dim]
-  const D* __restrict__ bias;  // [bias_heads, nnz] or null
-  D* __restrict__ out;         // [batch, rows, value_dim]
-  float* __restrict__ lse;     // [batch, rows]
-  float scale;
-  bool vectorized;  // k, v 16-byte aligned and head_dim, value_dim multiples of kVectorElements
-};
 
 // The dynamic shared memory, in floats: keys [kTileColumns][key_stride], values [kTileColumns][value_dim],
 // then one q row [padded_head_dim] and one row of weights [kTileColumns] per warp. q and the key rows are
@@ -338,8 +321,16 @@ void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, c
   SPATTN_CHECK(groups.group_offsets != nullptr && groups.group_rows != nullptr,
                "attention_forward_grouped: the plan has no arrays");
 
+  using D = device_t<T>;
+  const bool vectorized = aligned_16(k) && aligned_16(v) && dims.head_dim % kVectorElements == 0 &&
+                          dims.value_dim % kVectorElements == 0;
+  const GroupedArguments<D> args{pattern.rows,       pattern.cols,       dims.batch,          dims.head_dim,
+                                 dims.value_dim,     dims.bias_heads,    groups.groups,       pattern.row_offsets,
+                                 pattern.col_indices, groups.group_offsets, groups.group_rows, to_device(q),
+                                 to_device(k),       to_device(v),       to_device(bias),     to_device(out),
+                                 lse,                static_cast<float>(scale), vectorized};
   // float16 and bfloat16 on tensor cores where they apply.
-  if (attention_forward_mma(pattern, groups, q, k, v, bias, dims, scale, out, lse, stream)) return;
+  if (attention_forward_mma(args, stream)) return;
   // Head dims past what one warp holds per row, or a device without the shared memory: the generic kernel.
   if (dims.head_dim > max_grouped_attention_dim || dims.value_dim > max_grouped_attention_dim) {
     return attention_forward(pattern, q, k, v, bias, dims, scale, out, lse, stream);
@@ -350,15 +341,6 @@ void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, c
   SPATTN_CUDA_CHECK(cudaGetDevice(&device));
   SPATTN_CUDA_CHECK(cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   if (shared_bytes > shared_limit) return attention_forward(pattern, q, k, v, bias, dims, scale, out, lse, stream);
-
-  using D = device_t<T>;
-  const bool vectorized = aligned_16(k) && aligned_16(v) && dims.head_dim % kVectorElements == 0 &&
-                          dims.value_dim % kVectorElements == 0;
-  const GroupedArguments<D> args{pattern.rows,       pattern.cols,       dims.batch,          dims.head_dim,
-                                 dims.value_dim,     dims.bias_heads,    groups.groups,       pattern.row_offsets,
-                                 pattern.col_indices, groups.group_offsets, groups.group_rows, to_device(q),
-                                 to_device(k),       to_device(v),       to_device(bias),     to_device(out),
-                                 lse,                static_cast<float>(scale), vectorized};
   if (dims.value_dim <= 32) return launch_grouped<1>(args, shared_bytes, stream);
   if (dims.value_dim <= 64) return launch_grouped<2>(args, shared_bytes, stream);
   return launch_grouped<4>(args, shared_bytes, stream);

@@ -17,23 +17,6 @@
 
 namespace spattn::cuda::detail {
 
-template <typename D>
-struct MmaForwardArguments {
-  index_t rows, cols, batch, head_dim, value_dim, bias_heads, groups;
-  const index_t* __restrict__ row_offsets;
-  const index_t* __restrict__ col_indices;
-  const index_t* __restrict__ group_offsets;
-  const index_t* __restrict__ group_rows;
-  const D* __restrict__ q;     // [batch, rows, head_dim]
-  const D* __restrict__ k;     // [batch, cols, head_dim]
-  const D* __restrict__ v;     // [batch, cols, value_dim]
-  const D* __restrict__ bias;  // [bias_heads, nnz] or null
-  D* __restrict__ out;         // [batch, rows, value_dim]
-  float* __restrict__ lse;     // [batch, rows]
-  float scale;
-  bool vectorized_q, vectorized_k, vectorized_v;  // 16-byte loads (see gather_rows)
-};
-
 // Byte offsets of the tiles in the dynamic shared memory.
 struct ForwardTiles {
   int head_pad, value_pad;                       // head_dim, value_dim padded to blocks
@@ -65,7 +48,7 @@ __host__ __device__ inline ForwardTiles forward_tiles(int head_dim, int value_di
 
 template <typename D>
 __global__ void __launch_bounds__(kMmaThreads, kForwardBlocksPerSm)
-    attention_forward_mma_kernel(const MmaForwardArguments<D> args) {
+    attention_forward_mma_kernel(const GroupedArguments<D> args, const VectorLoads loads) {
 #if SPATTN_MMA_DEVICE_CODE
   SPATTN_DYNAMIC_SHARED(float4, shared_vectors);  // float4: 16-byte aligned
   char* shared = reinterpret_cast<char*>(shared_vectors);
@@ -112,7 +95,7 @@ __global__ void __launch_bounds__(kMmaThreads, kForwardBlocksPerSm)
 
       __syncthreads();  // the previous chunk is done with the queries and the tiles
       gather_rows(queries, t.key_stride, kChunkRows, t.head_pad, q_problem, args.head_dim, group_rows + chunk,
-                  chunk_rows, args.vectorized_q);
+                  chunk_rows, loads.q);
       for (int e = lane; e < kBlockSize * t.value_pad; e += 32) {
         warp_outputs[(e / t.value_pad) * t.output_stride + e % t.value_pad] = 0.f;
       }
@@ -123,9 +106,9 @@ __global__ void __launch_bounds__(kMmaThreads, kForwardBlocksPerSm)
         const int column_blocks = (tile_columns + kBlockSize - 1) / kBlockSize;
         __syncthreads();  // every warp is done with the previous tile (and the queries are in place)
         gather_rows(keys, t.key_stride, kTileColumns, t.head_pad, k_problem, args.head_dim,
-                    columns + tile_begin, tile_columns, args.vectorized_k);
+                    columns + tile_begin, tile_columns, loads.k);
         gather_rows(values, t.value_stride, kTileColumns, t.value_pad, v_problem, args.value_dim,
-                    columns + tile_begin, tile_columns, args.vectorized_v);
+                    columns + tile_begin, tile_columns, loads.v);
         __syncthreads();
         if (!warp_active) continue;  // a warp-uniform skip: no barrier until the next tile
 

@@ -14,7 +14,7 @@
 
 #include <mma.h>
 
-#include "attention_common.cuh"
+#include "attention_arguments.cuh"
 #include "attention_mma.hpp"
 
 // Kernel bodies compile for sm_80 and newer (bfloat16 wmma); the host never launches them on older devices.
@@ -74,9 +74,6 @@ struct SharedCarver {
 __device__ __forceinline__ bool column_owned_by_group(index_t column_entries, index_t group_size) {
   return group_size > 0 && group_size <= kChunkRows && column_entries == group_size;
 }
-
-// gather_rows may load `pointer`'s rows of `dim` elements 16 bytes at a time (host side).
-inline bool rows_vectorized(const void* pointer, index_t dim) { return aligned_16(pointer) && dim % 8 == 0; }
 
 // Gathers rows `indices[0, count)` of `source` (rows of `dim` elements) into tile[padded_rows][stride],
 // zeros in every other element of [padded_rows][padded_dim]. `vectorized`: source 16-byte aligned and dim a

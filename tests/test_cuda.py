@@ -641,18 +641,26 @@ def test_grouped_backward_head_dims(dims, dtype):
     run_grouped_backward_case(long_group_pattern(), *dims, dtype, "shared", batch=1, heads=2)
 
 
+def swin_backward_arguments(pattern, batch, bias_heads, dtype, scale=0.25):
+    """The attention_backward arguments (without the plan) for random inputs of head dim 32 on `pattern`,
+    after the grouped forward; the plan; and the random inputs (q, k, v, grad, bias)."""
+    pattern = pattern.to(CUDA)
+    n = pattern.shape[0]
+    q, k, v, grad = (torch.randn(batch, n, 32, device=CUDA, dtype=dtype) for _ in range(4))
+    bias = torch.randn(bias_heads, pattern.nnz, device=CUDA, dtype=dtype)
+    transposed, permutation = pattern.transposed()
+    csr, plan = (pattern.row_offsets, pattern.col_indices), pattern.plan()
+    out, lse = spattn_ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, scale)
+    arguments = (grad, q, k, v, bias, out, lse, *csr, transposed.row_offsets, transposed.col_indices, permutation,
+                 scale, True)
+    return arguments, plan, [q, k, v, grad, bias]
+
+
 def test_grouped_backward_bias_gradient_over_many_problems_and_unused_heads():
     # 9 problems on one bias head: three chunks of problems, the last one partial.
     run_grouped_backward_case(GROUPED_PATTERNS["swin4_shift"](), 32, 32, torch.bfloat16, "shared", batch=9, heads=1)
     # Two problems, three bias heads: no problem reads head 2, its gradient is zero.
-    pattern = spattn.patterns.swin(8, 8, 4, shift_size=2).to(CUDA)
-    q, k, v, grad = (torch.randn(2, 64, 32, device=CUDA, dtype=torch.float16) for _ in range(4))
-    bias = torch.randn(3, pattern.nnz, device=CUDA, dtype=torch.float16)
-    transposed, permutation = pattern.transposed()
-    csr, plan = (pattern.row_offsets, pattern.col_indices), pattern.plan()
-    out, lse = spattn_ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, 0.2)
-    arguments = (grad, q, k, v, bias, out, lse, *csr, transposed.row_offsets, transposed.col_indices, permutation,
-                 0.2, True)
+    arguments, plan, _ = swin_backward_arguments(spattn.patterns.swin(8, 8, 4, shift_size=2), 2, 3, torch.float16)
     with_plan = spattn_ops.attention_backward(*arguments, *plan)
     without_plan = spattn_ops.attention_backward(*arguments)
     assert (with_plan[3][2] == 0).all()
@@ -661,15 +669,9 @@ def test_grouped_backward_bias_gradient_over_many_problems_and_unused_heads():
 
 
 def test_grouped_backward_is_graph_capturable():
-    pattern = spattn.patterns.swin(14, 14, 7, shift_size=3).to(CUDA)
-    q, k, v, grad = (torch.randn(8, 196, 32, device=CUDA, dtype=torch.bfloat16) for _ in range(4))
-    bias = torch.randn(4, pattern.nnz, device=CUDA, dtype=torch.bfloat16)
-    transposed, permutation = pattern.transposed()
-    csr, plan = (pattern.row_offsets, pattern.col_indices), pattern.plan()
-    out, lse = spattn_ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, 0.25)
-    arguments = (grad, q, k, v, bias, out, lse, *csr, transposed.row_offsets, transposed.col_indices, permutation,
-                 0.25, True, *plan)
-    replay_matches_eager(lambda: spattn_ops.attention_backward(*arguments), [q, k, v, grad, bias])
+    arguments, plan, inputs = swin_backward_arguments(spattn.patterns.swin(14, 14, 7, shift_size=3), 8, 4,
+                                                      torch.bfloat16)
+    replay_matches_eager(lambda: spattn_ops.attention_backward(*arguments, *plan), inputs)
 
 
 def test_grouped_forward_misaligned_keys():

@@ -210,9 +210,10 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a,
 
 namespace spattn_emulation {
 
-// Runs kernel(arguments) on a grid of `blocks` blocks of `threads` threads, one block at a time.
-template <typename Kernel, typename Arguments>
-void launch(Kernel kernel, unsigned blocks, unsigned threads, std::size_t shared_bytes, const Arguments& arguments) {
+// Runs kernel(arguments...) on a grid of `blocks` blocks of `threads` threads, one block at a time.
+template <typename Kernel, typename... Arguments>
+void launch(Kernel kernel, unsigned blocks, unsigned threads, std::size_t shared_bytes,
+            const Arguments&... arguments) {
   gridDim = dim3(blocks, 1, 1);
   blockDim = dim3(threads, 1, 1);
   for (unsigned b = 0; b < blocks; ++b) {
@@ -224,7 +225,7 @@ void launch(Kernel kernel, unsigned blocks, unsigned threads, std::size_t shared
         threadIdx = uint3{t, 0, 0};
         blockIdx = uint3{b, 0, 0};
         try {
-          kernel(arguments);
+          kernel(arguments...);
         } catch (const std::exception& error) {
           // The other threads would wait at the next barrier forever: report and stop.
           std::fprintf(stderr, "CUDA emulation, block %u thread %u: %s\n", b, t, error.what());

@@ -134,7 +134,12 @@ DeviceInputs<D> device_inputs(const Problem& problem) {
   return result;
 }
 
-bool vector_loads(index_t dim, bool allowed) { return allowed && dim % 8 == 0; }
+// The loads the launchers would choose for these dims (the test's arrays are 16-byte aligned); `allowed` =
+// false forces the element-wise loads.
+kernels::VectorLoads vector_loads(const spattn::AttentionDims& dims, bool allowed) {
+  const bool q_and_k = allowed && dims.head_dim % 8 == 0, v_and_grad_out = allowed && dims.value_dim % 8 == 0;
+  return {q_and_k, q_and_k, v_and_grad_out, v_and_grad_out};
+}
 
 template <typename D>
 void check_forward(const Problem& problem, bool vectorized) {
@@ -143,30 +148,29 @@ void check_forward(const Problem& problem, bool vectorized) {
   const DeviceInputs<D> in = device_inputs<D>(problem);
   std::vector<D> out(dims.batch * pattern.rows() * dims.value_dim, to_storage<D>(quiet_nan));
   std::vector<float> lse(dims.batch * pattern.rows(), std::numeric_limits<float>::quiet_NaN());
-  const kernels::MmaForwardArguments<D> args{pattern.rows(),
-                                             pattern.cols(),
-                                             dims.batch,
-                                             dims.head_dim,
-                                             dims.value_dim,
-                                             dims.bias_heads,
-                                             problem.plan.groups(),
-                                             pattern.row_offsets().data(),
-                                             pattern.col_indices().data(),
-                                             problem.plan.group_offsets.data(),
-                                             problem.plan.group_rows.data(),
-                                             in.q.data(),
-                                             in.k.data(),
-                                             in.v.data(),
-                                             in.bias_pointer(),
-                                             out.data(),
-                                             lse.data(),
-                                             static_cast<float>(problem.scale),
-                                             vector_loads(dims.head_dim, vectorized),
-                                             vector_loads(dims.head_dim, vectorized),
-                                             vector_loads(dims.value_dim, vectorized)};
+  const kernels::GroupedArguments<D> args{pattern.rows(),
+                                          pattern.cols(),
+                                          dims.batch,
+                                          dims.head_dim,
+                                          dims.value_dim,
+                                          dims.bias_heads,
+                                          problem.plan.groups(),
+                                          pattern.row_offsets().data(),
+                                          pattern.col_indices().data(),
+                                          problem.plan.group_offsets.data(),
+                                          problem.plan.group_rows.data(),
+                                          in.q.data(),
+                                          in.k.data(),
+                                          in.v.data(),
+                                          in.bias_pointer(),
+                                          out.data(),
+                                          lse.data(),
+                                          static_cast<float>(problem.scale),
+                                          false};
   const int shared_bytes = kernels::forward_tiles(static_cast<int>(dims.head_dim), static_cast<int>(dims.value_dim),
                                                   sizeof(D)).bytes;
-  spattn_emulation::launch(kernels::attention_forward_mma_kernel<D>, kBlocks, kernels::kMmaThreads, shared_bytes, args);
+  spattn_emulation::launch(kernels::attention_forward_mma_kernel<D>, kBlocks, kernels::kMmaThreads, shared_bytes, args,
+                           vector_loads(dims, vectorized));
   CHECK(close(to_doubles(out), problem.expected.out, tolerance<D>(), "out"));
   CHECK(close(to_doubles(lse), problem.expected.lse, 1e-4, "lse"));
 }
@@ -190,40 +194,42 @@ void check_backward(const Problem& problem, bool vectorized) {
   const index_t chunks = kernels::bias_chunks(dims.batch, dims.bias_heads);
   std::vector<float> bias_partial(with_bias ? chunks * dims.bias_heads * nnz : 0,
                                   std::numeric_limits<float>::quiet_NaN());
-  const kernels::MmaBackwardArguments<D> args{rows,
-                                              cols,
-                                              dims.batch,
-                                              dims.head_dim,
-                                              dims.value_dim,
-                                              dims.bias_heads,
-                                              problem.plan.groups(),
-                                              pattern.row_offsets().data(),
-                                              pattern.col_indices().data(),
-                                              transposed.pattern.row_offsets().data(),
-                                              problem.plan.group_offsets.data(),
-                                              problem.plan.group_rows.data(),
-                                              in.q.data(),
-                                              in.k.data(),
-                                              in.v.data(),
-                                              in.bias_pointer(),
-                                              out.data(),
-                                              in.grad_out.data(),
-                                              lse.data(),
-                                              grad_q.data(),
-                                              grad_k.data(),
-                                              grad_v.data(),
-                                              delta.data(),
-                                              with_bias ? bias_partial.data() : nullptr,
-                                              chunks,
-                                              static_cast<float>(problem.scale),
-                                              vector_loads(dims.head_dim, vectorized),
-                                              vector_loads(dims.head_dim, vectorized),
-                                              vector_loads(dims.value_dim, vectorized),
-                                              vector_loads(dims.value_dim, vectorized)};
+  // The tensor-core kernel only tests grad_bias for null: the chunks' slices are summed below.
+  std::vector<D> grad_bias(with_bias ? dims.bias_heads * nnz : 0);
+  const kernels::BackwardArguments<D> args{rows,
+                                           cols,
+                                           dims.batch,
+                                           dims.head_dim,
+                                           dims.value_dim,
+                                           dims.bias_heads,
+                                           pattern.row_offsets().data(),
+                                           pattern.col_indices().data(),
+                                           transposed.pattern.row_offsets().data(),
+                                           transposed.pattern.col_indices().data(),
+                                           transposed.permutation.data(),
+                                           in.q.data(),
+                                           in.k.data(),
+                                           in.v.data(),
+                                           in.bias_pointer(),
+                                           out.data(),
+                                           in.grad_out.data(),
+                                           lse.data(),
+                                           grad_q.data(),
+                                           grad_k.data(),
+                                           grad_v.data(),
+                                           with_bias ? grad_bias.data() : nullptr,
+                                           delta.data(),
+                                           bias_partial.data(),
+                                           chunks,
+                                           static_cast<float>(problem.scale),
+                                           problem.plan.groups(),
+                                           problem.plan.group_offsets.data(),
+                                           problem.plan.group_rows.data(),
+                                           nullptr};
   const int shared_bytes = kernels::backward_tiles(static_cast<int>(dims.head_dim),
                                                    static_cast<int>(dims.value_dim), sizeof(D)).bytes;
   spattn_emulation::launch(kernels::attention_backward_mma_kernel<D>, kBlocks, kernels::kMmaThreads, shared_bytes,
-                           args);
+                           args, vector_loads(dims, vectorized));
 
   const Reference& expected = problem.expected;
   // delta from the rounded out: compare loosely, it only feeds dS.

@@ -1,0 +1,81 @@
+#pragma once
+// The argument blocks of the fused attention kernels, shared by the SIMT kernels (attention_forward_grouped.cu,
+// attention_backward.cu) and the tensor-core kernels of the execution plan (attention_*_mma_kernel.cuh), and
+// the entry points of the tensor-core launchers.
+
+#include "attention_common.cuh"
+
+namespace spattn::cuda::detail {
+
+// The forward over the execution plan.
+template <typename D>
+struct GroupedArguments {
+  index_t rows, cols, batch, head_dim, value_dim, bias_heads, groups;
+  const index_t* __restrict__ row_offsets;
+  const index_t* __restrict__ col_indices;
+  const index_t* __restrict__ group_offsets;
+  const index_t* __restrict__ group_rows;
+  const D* __restrict__ q;     // [batch, rows, head_dim]
+  const D* __restrict__ k;     // [batch, cols, head_dim]
+  const D* __restrict__ v;     // [batch, cols, value_dim]
+  const D* __restrict__ bias;  // [bias_heads, nnz] or null
+  D* __restrict__ out;         // [batch, rows, value_dim]
+  float* __restrict__ lse;     // [batch, rows]
+  float scale;
+  bool vectorized;  // SIMT kernel: k, v 16-byte aligned and head_dim, value_dim multiples of 4
+};
+
+// The backward, with or without the plan.
+template <typename D>
+struct BackwardArguments {
+  index_t rows, cols, batch, head_dim, value_dim, bias_heads;
+  const index_t* __restrict__ row_offsets;
+  const index_t* __restrict__ col_indices;
+  const index_t* __restrict__ transposed_row_offsets;  // the transposed pattern: cols rows
+  const index_t* __restrict__ transposed_col_indices;
+  const index_t* __restrict__ permutation;  // transposed entry -> CSR entry
+  const D* __restrict__ q;
+  const D* __restrict__ k;
+  const D* __restrict__ v;
+  const D* __restrict__ bias;  // [bias_heads, nnz] or null
+  const D* __restrict__ out;
+  const D* __restrict__ grad_out;
+  const float* __restrict__ lse;
+  D* __restrict__ grad_q;
+  D* __restrict__ grad_k;
+  D* __restrict__ grad_v;
+  D* __restrict__ grad_bias;         // [bias_heads, nnz] or null
+  float* __restrict__ delta;         // workspace [batch, rows]
+  float* __restrict__ bias_partial;  // workspace [bias_chunks, bias_heads, nnz] (when grad_bias is wanted)
+  index_t bias_chunks;
+  float scale;
+  // The execution plan (groups = 0 and nulls without one), read by the tensor-core kernel. group_of_row: set
+  // once that kernel has run (the plan group of each row), so the column pass skips the columns it completed;
+  // null: the column pass takes every column.
+  index_t groups;
+  const index_t* __restrict__ group_offsets;
+  const index_t* __restrict__ group_rows;
+  const index_t* __restrict__ group_of_row;
+};
+
+// Which operands the tensor-core kernels' gather_rows (mma_tiles.cuh) may read 16 bytes at a time.
+struct VectorLoads {
+  bool q, k, v, grad_out;
+};
+// 16-byte aligned rows of a multiple of 8 elements (host side).
+inline bool rows_vectorized(const void* pointer, index_t dim) { return aligned_16(pointer) && dim % 8 == 0; }
+
+// The tensor-core kernels (D = __half or __nv_bfloat16; float returns false). Each returns false, having done
+// nothing, where it does not apply (float32, a head dim above kMaxMmaDim, a device below sm_80, too little
+// shared memory); the caller then runs its other kernels.
+template <typename D>
+bool attention_forward_mma(const GroupedArguments<D>& args, cudaStream_t stream);
+
+// Writes delta, dQ of every row, dK and dV of every column owned by a group (all of its entries in one group
+// of at most kMmaChunkRows rows), the bias gradient's partial sums (when args.grad_bias is set), and
+// group_of_row (workspace, [rows]). The caller's column pass must then skip exactly the owned columns: it
+// does when args.group_of_row = group_of_row.
+template <typename D>
+bool attention_backward_mma(const BackwardArguments<D>& args, index_t* group_of_row, cudaStream_t stream);
+
+}  // namespace spattn::cuda::detail
