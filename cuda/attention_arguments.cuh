@@ -23,6 +23,13 @@ struct GroupedArguments {
   float* __restrict__ lse;     // [batch, rows]
   float scale;
   bool vectorized;  // SIMT kernel: k, v 16-byte aligned and head_dim, value_dim multiples of 4
+  // Where the rows of q, k, v and out live (spattn/kernels.hpp: problem p is (p / heads, p % heads)), so that
+  // they can be strided views of one projection and out can be written in [B, N, H, Dv] order.
+  index_t heads;
+  OperandLayout q_layout, k_layout, v_layout, out_layout;
+  // The plan's tensor-core schedule (spattn/plan.hpp), null without one.
+  index_t step_count;
+  const index_t* __restrict__ steps;
 };
 
 // The backward, with or without the plan.
@@ -56,6 +63,14 @@ struct BackwardArguments {
   const index_t* __restrict__ group_offsets;
   const index_t* __restrict__ group_rows;
   const index_t* __restrict__ group_of_row;
+  // As in GroupedArguments: the operands' layouts (grad_q, grad_k, grad_v are contiguous [batch, N, dim])
+  // and the plan's schedule with the columns its steps do not complete (spattn/plan.hpp).
+  index_t heads;
+  OperandLayout q_layout, k_layout, v_layout, out_layout, grad_out_layout;
+  index_t step_count;
+  const index_t* __restrict__ steps;
+  index_t unowned_column_count;
+  const index_t* __restrict__ unowned_columns;
 };
 
 // Which operands the tensor-core kernels' gather_rows (mma_tiles.cuh) may read 16 bytes at a time.

@@ -1,0 +1,180 @@
+#pragma once
+// The warp-level primitives of the tensor-core kernels, in one place: mma.sync (m16n8k16 and m16n8k8, float16
+// or bfloat16 inputs, float accumulation), ldmatrix (x1, x2, x4, plain and .trans), cp.async (16-byte and
+// 4-byte copies with zero-fill, commit and wait groups) and the lane shuffles.
+//
+// On a GPU each is one PTX instruction. Under SPATTN_CUDA_EMULATION (cpp/tests/cuda_emulation.hpp, included
+// first) each is emulated on the CPU lane by lane, following the per-lane fragment layouts of the PTX ISA
+// ("Matrix fragments for mma.m16n8k16 / mma.m16n8k8", "ldmatrix"), so the kernels' register logic is tested
+// on machines without a GPU; cp.async copies land only at the wait that covers them.
+//
+// Fragment layouts (PTX ISA), for lane l: group g = l / 4, thread-in-group t = l % 4. A 32-bit register holds
+// two 16-bit elements, the lower-numbered column (or row, for B) in its low half.
+//   A, m16 x k16: a[0] = (g, 2t..2t+1), a[1] = (g + 8, 2t..2t+1), a[2] = (g, 2t+8..), a[3] = (g + 8, 2t+8..)
+//   A, m16 x k8:  a[0] = (g, 2t..2t+1), a[1] = (g + 8, 2t..2t+1)
+//   B, k16 x n8:  b[0] = (rows 2t..2t+1, column g), b[1] = (rows 2t+8..2t+9, column g)
+//   B, k8 x n8:   b    = (rows 2t..2t+1, column g)
+//   C/D, m16 x n8 (float): c[0], c[1] = (g, 2t), (g, 2t+1); c[2], c[3] = (g + 8, 2t), (g + 8, 2t+1)
+// ldmatrix: lanes 8 i .. 8 i + 7 give the shared-memory addresses of rows 0..7 of matrix i (each row 8
+// 16-bit elements, 16 bytes, 16-byte aligned); lane l receives, of each matrix, row g elements 2t, 2t+1
+// (with .trans: of the transposed matrix, i.e. rows 2t, 2t+1 of column g).
+
+#include <cstdint>
+
+#include "device_types.cuh"
+
+namespace spattn::cuda::detail {
+
+// One m16 x n8 float accumulator tile per lane: 4 floats.
+struct Accumulator {
+  float x[4];
+};
+
+// Two floats as two 16-bit elements of D in one register (lo in the low half).
+template <typename D>
+__device__ __forceinline__ std::uint32_t pack2(float lo, float hi);
+
+// d += a * b. D selects the input type (__half or __nv_bfloat16).
+template <typename D>
+__device__ __forceinline__ void mma_m16n8k16(Accumulator& d, const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]);
+template <typename D>
+__device__ __forceinline__ void mma_m16n8k8(Accumulator& d, const std::uint32_t (&a)[2], std::uint32_t b);
+
+// `row` is this lane's row address (see above; lanes past the matrices used give any valid address).
+__device__ __forceinline__ void ldmatrix_x1(std::uint32_t& r, const void* row);
+__device__ __forceinline__ void ldmatrix_x2(std::uint32_t (&r)[2], const void* row);
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const void* row);
+__device__ __forceinline__ void ldmatrix_x1_trans(std::uint32_t& r, const void* row);
+__device__ __forceinline__ void ldmatrix_x2_trans(std::uint32_t (&r)[2], const void* row);
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row);
+
+// Copies `source_bytes` bytes (0 to 16; 0 to 4) from global memory to shared memory and zero-fills the rest
+// of the 16 (4) bytes. Both addresses are aligned to the copy's size; with source_bytes == 0 the source is not
+// read (any pointer will do). The copy completes at a later cp_async_wait.
+__device__ __forceinline__ void cp_async_16(void* shared_destination, const void* global_source, int source_bytes);
+__device__ __forceinline__ void cp_async_4(void* shared_destination, const void* global_source, int source_bytes);
+// Closes the group of this thread's copies issued since the last commit.
+__device__ __forceinline__ void cp_async_commit();
+// Waits until at most kPending of this thread's committed groups are still in flight. Other threads' copies
+// are visible only after a barrier that follows their own waits.
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait();
+
+// Lane shuffles over the full warp.
+template <typename T>
+__device__ __forceinline__ T shuffle_xor(T value, int lane_mask) {
+  return __shfl_xor_sync(kFullWarp, value, lane_mask);
+}
+template <typename T>
+__device__ __forceinline__ T shuffle(T value, int source_lane) {
+  return __shfl_sync(kFullWarp, value, source_lane);
+}
+
+#if !defined(SPATTN_CUDA_EMULATION)
+// ---- on the GPU: PTX -----------------------------------------------------------------------------------
+
+template <>
+__device__ __forceinline__ std::uint32_t pack2<__half>(float lo, float hi) {
+  const __half2 packed = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const std::uint32_t*>(&packed);
+}
+template <>
+__device__ __forceinline__ std::uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 packed = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const std::uint32_t*>(&packed);
+}
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define SPATTN_PTX(...) asm volatile(__VA_ARGS__)
+#else
+// Host passes and architectures below sm_80 (bfloat16 mma, cp.async): bodies compiled out; the kernels that
+// use these never run there (mma_kernel_ready).
+#define SPATTN_PTX(...) \
+  do {                  \
+  } while (0)
+#endif
+
+template <>
+__device__ __forceinline__ void mma_m16n8k16<__half>(Accumulator& d, const std::uint32_t (&a)[4],
+                                                     const std::uint32_t (&b)[2]) {
+  SPATTN_PTX("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+             "{%0,%1,%2,%3};\n"
+             : "+f"(d.x[0]), "+f"(d.x[1]), "+f"(d.x[2]), "+f"(d.x[3])
+             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <>
+__device__ __forceinline__ void mma_m16n8k16<__nv_bfloat16>(Accumulator& d, const std::uint32_t (&a)[4],
+                                                            const std::uint32_t (&b)[2]) {
+  SPATTN_PTX("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+             "{%0,%1,%2,%3};\n"
+             : "+f"(d.x[0]), "+f"(d.x[1]), "+f"(d.x[2]), "+f"(d.x[3])
+             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <>
+__device__ __forceinline__ void mma_m16n8k8<__half>(Accumulator& d, const std::uint32_t (&a)[2], std::uint32_t b) {
+  SPATTN_PTX("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+             : "+f"(d.x[0]), "+f"(d.x[1]), "+f"(d.x[2]), "+f"(d.x[3])
+             : "r"(a[0]), "r"(a[1]), "r"(b));
+}
+template <>
+__device__ __forceinline__ void mma_m16n8k8<__nv_bfloat16>(Accumulator& d, const std::uint32_t (&a)[2],
+                                                           std::uint32_t b) {
+  SPATTN_PTX("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+             : "+f"(d.x[0]), "+f"(d.x[1]), "+f"(d.x[2]), "+f"(d.x[3])
+             : "r"(a[0]), "r"(a[1]), "r"(b));
+}
+
+__device__ __forceinline__ std::uint32_t shared_address(const void* pointer) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(pointer));
+}
+
+__device__ __forceinline__ void ldmatrix_x1(std::uint32_t& r, const void* row) {
+  SPATTN_PTX("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r) : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x2(std::uint32_t (&r)[2], const void* row) {
+  SPATTN_PTX("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+             : "=r"(r[0]), "=r"(r[1])
+             : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const void* row) {
+  SPATTN_PTX("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+             : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+             : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x1_trans(std::uint32_t& r, const void* row) {
+  SPATTN_PTX("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r) : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(std::uint32_t (&r)[2], const void* row) {
+  SPATTN_PTX("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+             : "=r"(r[0]), "=r"(r[1])
+             : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row) {
+  SPATTN_PTX("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+             : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+             : "r"(shared_address(row)));
+}
+
+// .cg (bypass L1: every byte is read once per block) for 16 bytes; 4-byte copies must use .ca.
+__device__ __forceinline__ void cp_async_16(void* shared_destination, const void* global_source, int source_bytes) {
+  SPATTN_PTX("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(shared_destination)),
+             "l"(global_source), "r"(source_bytes));
+}
+__device__ __forceinline__ void cp_async_4(void* shared_destination, const void* global_source, int source_bytes) {
+  SPATTN_PTX("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(shared_address(shared_destination)),
+             "l"(global_source), "r"(source_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { SPATTN_PTX("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  SPATTN_PTX("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+#undef SPATTN_PTX
+
+#else
+// ---- on the CPU: the emulation (cpp/tests/cuda_emulation.hpp provides the lanes and their exchanges) ----
+// (to be written: the emulation of every primitive above)
+#endif
+
+}  // namespace spattn::cuda::detail
