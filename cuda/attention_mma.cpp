@@ -17,11 +17,13 @@ namespace {
 struct DeviceFacts {
   int compute_major = 0;
   int shared_optin = 0;  // most dynamic shared memory a block may opt in to
+  int multiprocessors = 0;
 };
 
 struct KernelFacts {
   bool built_for_sm80 = false;
   int shared_allowed = 48 * 1024;  // without opting in
+  std::map<std::pair<int, int>, int> resident_blocks;  // (threads, shared bytes) -> blocks per multiprocessor
 };
 
 std::mutex facts_mutex;
@@ -41,6 +43,7 @@ const DeviceFacts& device_facts(int device) {
   DeviceFacts facts;
   SPATTN_CUDA_CHECK(cudaDeviceGetAttribute(&facts.compute_major, cudaDevAttrComputeCapabilityMajor, device));
   SPATTN_CUDA_CHECK(cudaDeviceGetAttribute(&facts.shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  SPATTN_CUDA_CHECK(cudaDeviceGetAttribute(&facts.multiprocessors, cudaDevAttrMultiProcessorCount, device));
   return device_facts_cache.emplace(device, facts).first->second;
 }
 
@@ -70,6 +73,23 @@ bool mma_kernel_ready(const void* kernel, int shared_bytes) {
     facts.shared_allowed = shared_bytes;
   }
   return true;
+}
+
+int persistent_blocks(const void* kernel, int threads, int shared_bytes, index_t items) {
+  const int device = current_device();
+  const std::lock_guard<std::mutex> lock(facts_mutex);
+  const int multiprocessors = device_facts(device).multiprocessors;
+  // mma_kernel_ready ran first: the kernel's facts exist.
+  KernelFacts& facts = kernel_facts_cache.at({device, kernel});
+  auto found = facts.resident_blocks.find({threads, shared_bytes});
+  if (found == facts.resident_blocks.end()) {
+    int blocks = 0;
+    SPATTN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads,
+                                                                    static_cast<std::size_t>(shared_bytes)));
+    found = facts.resident_blocks.emplace(std::make_pair(threads, shared_bytes), blocks).first;
+  }
+  const index_t grid = static_cast<index_t>(multiprocessors) * (found->second > 0 ? found->second : 1);
+  return static_cast<int>(items < grid ? (items > 0 ? items : 1) : grid);
 }
 
 }  // namespace spattn::cuda::detail

@@ -21,5 +21,8 @@ bool mma_applies(index_t head_dim, index_t value_dim);
 // architectures only, run on a newer GPU through the PTX JIT, has the kernels' bodies compiled out). If so,
 // the kernel is allowed that much shared memory (above 48 KiB a kernel must opt in; legal during capture).
 bool mma_kernel_ready(const void* kernel, int shared_bytes);
+// The grid of a persistent kernel: as many blocks as the device runs at once (multiprocessors times the
+// blocks of `kernel` one holds), at most one per work item and at least one.
+int persistent_blocks(const void* kernel, int threads, int shared_bytes, index_t items);
 
 }  // namespace spattn::cuda::detail
