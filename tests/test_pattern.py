@@ -1,5 +1,5 @@
 """The Pattern object: construction round trips, properties, devices, dense conversion, the transpose and
-its permutation, algebra, equality, row order, caching and repr."""
+its permutation, algebra, equality, row order, the plan's schedule, caching and repr."""
 
 import numpy as np
 import pytest
@@ -254,6 +254,90 @@ def test_caches_are_per_pattern():
     a, b = patterns.causal_1d(4), patterns.causal_1d(4)
     assert a.T is not b.T
     assert a.T.equal(b.T)
+
+
+# ---- the plan's schedule -------------------------------------------------------------------------------------
+def check_schedule(pattern):
+    """Steps cover every (group, row) once with at most 4 warps and 64 padded keys each, a task's warps
+    consecutive, a group of more than 64 columns alone; unowned columns match their definition."""
+    group_offsets, group_rows = pattern.plan()
+    steps, unowned = pattern.plan_schedule()
+    assert steps.dtype == unowned.dtype == torch.int64 and steps.shape[1:] == (4, 2)
+    sizes = group_offsets.diff().tolist()
+    offsets, columns = pattern.row_offsets.tolist(), pattern.col_indices.tolist()
+    first_rows = group_rows[group_offsets[:-1]].tolist()
+    widths = [offsets[r + 1] - offsets[r] for r in first_rows]
+    covered = [[0] * size for size in sizes]
+    for step in steps.tolist():
+        groups = [g for g, _ in step if g >= 0]
+        assert groups and groups == sorted(groups)
+        assert [g for g, _ in step] == groups + [-1] * (4 - len(groups))  # idle warps last
+        assert all(row == 0 for g, row in step if g < 0)
+        distinct = sorted(set(groups))
+        assert sum(-(-min(widths[g], 64) // 16) * 16 for g in distinct) <= 64
+        assert all(widths[g] <= 64 for g in distinct) or len(distinct) == 1
+        for w, (g, row) in enumerate(step):
+            if g < 0:
+                continue
+            previous = step[w - 1] if w > 0 else (-1, 0)
+            assert row == (previous[1] + 16 if previous[0] == g else row - row % 64)  # tasks start at 64-row chunks
+            for r in range(row, min(row + 16, sizes[g])):
+                covered[g][r] += 1
+    assert all(count == 1 for rows in covered for count in rows)
+    group_of_row = {}
+    for g, size in enumerate(sizes):
+        for r in group_rows[group_offsets[g]:group_offsets[g + 1]].tolist():
+            group_of_row[r] = g
+    groups_of_column = [set() for _ in range(pattern.shape[1])]
+    for r in range(pattern.shape[0]):
+        for c in columns[offsets[r]:offsets[r + 1]]:
+            groups_of_column[c].add(group_of_row[r])
+    expected = [c for c, groups in enumerate(groups_of_column) if len(groups) != 1 or sizes[min(groups)] > 64]
+    assert unowned.tolist() == expected
+
+
+@pytest.mark.parametrize("build", [lambda: patterns.swin(56, 56, 7), lambda: patterns.swin(28, 28, 7, 3),
+                                   lambda: patterns.random(150, 90, 0.1, seed=3), lambda: patterns.causal_1d(100),
+                                   lambda: Pattern.from_dense(torch.zeros(5, 3, dtype=torch.bool)),
+                                   lambda: Pattern.from_dense(torch.ones(70, 100, dtype=torch.bool)),
+                                   lambda: Pattern.from_dense(torch.zeros(0, 4, dtype=torch.bool))])
+def test_plan_schedule(build):
+    check_schedule(build())
+
+
+def test_plan_schedule_of_swin_windows():
+    steps, unowned = patterns.swin(56, 56, 7).plan_schedule()
+    assert steps.shape == (64, 4, 2) and unowned.numel() == 0
+    assert torch.equal(steps[:, :, 0], torch.arange(64)[:, None].expand(64, 4))  # one window per step
+    assert torch.equal(steps[:, :, 1], torch.tensor([0, 16, 32, 48]).expand(64, 4))
+    shifted = patterns.swin(56, 56, 7, 3)
+    assert shifted.plan_schedule()[0].shape[0] < shifted.plan()[0].numel() - 1  # small regions share steps
+    assert shifted.plan_schedule()[1].numel() == 0
+
+
+def test_plan_schedule_is_cached_with_the_plan_and_follows_the_pattern_to_other_devices(monkeypatch):
+    import spattn.pattern
+    calls = []
+    csr_plan = spattn.pattern._C.csr_plan
+    monkeypatch.setattr(spattn.pattern._C, "csr_plan", lambda *args: calls.append(1) or csr_plan(*args))
+    pattern = patterns.swin(14, 14, 7, 3)
+    assert pattern.plan_schedule() is pattern.plan_schedule()
+    assert pattern.plan() is pattern.plan()
+    moved = pattern.to("meta")  # another device, no GPU needed: the copy moves the CPU pattern's arrays
+    steps, unowned = moved.plan_schedule()
+    group_offsets, group_rows = moved.plan()
+    assert steps.device.type == unowned.device.type == group_offsets.device.type == group_rows.device.type == "meta"
+    assert steps.shape == pattern.plan_schedule()[0].shape and group_rows.shape == pattern.plan()[1].shape
+    assert calls == [1]  # one csr_plan call for the plan, the schedule and every device
+
+
+@CUDA
+def test_plan_schedule_on_cuda():
+    pattern = patterns.swin(14, 14, 7, 3)
+    steps, unowned = pattern.cuda().plan_schedule()
+    assert steps.device.type == unowned.device.type == "cuda"
+    assert torch.equal(steps.cpu(), pattern.plan_schedule()[0])
+    assert torch.equal(unowned.cpu(), pattern.plan_schedule()[1])
 
 
 def test_plot_method_needs_no_display(tmp_path):

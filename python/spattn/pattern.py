@@ -142,15 +142,34 @@ class Pattern:
         return self.cached("rows_by_length", lambda: torch.from_numpy(
             np.asarray(_C.csr_rows_by_length(*self._core_args()))).to(self.device))
 
+    def _plan_arrays(self) -> tuple[torch.Tensor, ...]:
+        """``(group_offsets, group_rows, steps, unowned_columns)`` on the pattern's device, from one
+        ``_C.csr_plan`` call for the pattern on the CPU: its copies on other devices move those arrays."""
+        if self.device.type != "cpu":
+            arrays = self.cpu()._plan_arrays()  # fetched first: cached computations must not nest
+            return self.cached("plan_arrays", lambda: tuple(x.to(self.device) for x in arrays))
+        return self.cached("plan_arrays", lambda: tuple(
+            torch.from_numpy(np.asarray(x)) for x in _C.csr_plan(*self._core_args())))
+
     def plan(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The execution plan: rows with identical column lists form a group (every row of a Swin window).
         ``(group_offsets [groups + 1], group_rows [n_rows])``, int64 on the pattern's device: the rows of
         group ``g`` are ``group_rows[group_offsets[g]:group_offsets[g + 1]]`` (increasing), its columns those
         of its first row; every row is in exactly one group (rows without entries form one group)."""
-        def compute():
-            offsets, rows = _C.csr_plan(*self._core_args())
-            return tuple(torch.from_numpy(np.asarray(x)).to(self.device) for x in (offsets, rows))
-        return self.cached("plan", compute)
+        arrays = self._plan_arrays()
+        return self.cached("plan", lambda: arrays[:2])
+
+    def plan_schedule(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plan's schedule for the CUDA tensor-core kernels, built with :meth:`plan` (one call, cached):
+        ``(steps [step_count, 4, 2], unowned_columns [m])``, int64 on the pattern's device. Step ``s`` is
+        one thread block of 4 warps; ``steps[s, w] = (group, first row)``: warp ``w`` serves rows
+        ``first row .. first row + 15`` of the group's rows (``(-1, 0)`` for an idle warp). Groups of up to
+        64 rows lie in one step, small groups share steps (up to 64 keys, each group's padded to 16), longer
+        groups take a step per 64 rows, groups with more than 64 columns a step of their own.
+        ``unowned_columns`` (increasing) are the columns whose entries do not all lie in one group of at most
+        64 rows (columns without entries included): the only ones a backward reduces over separately."""
+        arrays = self._plan_arrays()
+        return self.cached("plan_schedule", lambda: arrays[2:])
 
     # ---- devices and conversions -----------------------------------------------------------------------
     def to(self, device) -> "Pattern":

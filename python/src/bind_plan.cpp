@@ -76,7 +76,11 @@ void bind_plan(nb::module_& m) {
       nb::gil_scoped_release release;
       plan = build_plan(view);
     }
-    return nb::make_tuple(to_numpy(std::move(plan.group_offsets)), to_numpy(std::move(plan.group_rows)));
+    // steps as [step_count, kStepWarps, 2]: (group, first row within the group) of each warp of each step.
+    const auto step_count = static_cast<std::size_t>(plan.step_count());
+    return nb::make_tuple(to_numpy(std::move(plan.group_offsets)), to_numpy(std::move(plan.group_rows)),
+                          to_numpy(std::move(plan.steps), {step_count, static_cast<std::size_t>(kStepWarps), 2}),
+                          to_numpy(std::move(plan.unowned_columns)));
   }, nb::arg("rows"), nb::arg("cols"), nb::arg("row_offsets"), nb::arg("col_indices"));
 
   // q [batch, rows, D], k [batch, cols, D], v [batch, cols, Dv], bias [bias_heads, nnz] or None, out
