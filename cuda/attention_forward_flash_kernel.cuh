@@ -16,7 +16,7 @@
 // poisons its row (output and lse NaN). P is rounded to the storage type before P V, as flash attention does;
 // the row sums (and lse) come from the float weights.
 
-#include "flash_step.cuh"
+#include "flash_fragments.cuh"
 
 namespace spattn::cuda::detail {
 
@@ -122,12 +122,7 @@ __global__ void __launch_bounds__(kFlashThreads, flash_forward_blocks_per_sm<kMa
       const bool single_tile = d.tiles == 1;
 
       if (tile == 0) {
-#pragma unroll
-        for (int k = 0; k < kHeadSteps; ++k) {
-          if (k < head_steps) {
-            ldmatrix_x4(query[k], queries + (warp * 16 + lane % 16) * t.key_stride + k * 16 + lane / 16 * 8);
-          }
-        }
+        load_row_fragments(query, queries + warp * 16 * t.key_stride, t.key_stride, head_steps, lane);
 #pragma unroll
         for (int n = 0; n < kValueBlocks; ++n) output[n] = Accumulator{};
         row_max[0] = row_max[1] = kNegativeInfinity;
@@ -135,39 +130,15 @@ __global__ void __launch_bounds__(kFlashThreads, flash_forward_blocks_per_sm<kMa
         poisoned[0] = poisoned[1] = false;
       }
 
-      // S = Q K^T: key block n's B fragments are 8 keys x 32 dims per ldmatrix.x4 (two k16 steps).
+      // S = Q K^T.
       Accumulator scores[kKeyBlocks];
-#pragma unroll
-      for (int n = 0; n < kKeyBlocks; ++n) {
-        scores[n] = Accumulator{};
-        if (n >= key_blocks) continue;
-        const D* key_row = keys + (n * 8 + lane % 8) * t.key_stride;
-#pragma unroll
-        for (int k = 0; k < kHeadSteps; k += 2) {
-          if (k + 1 < head_steps) {
-            std::uint32_t b[4];
-            ldmatrix_x4(b, key_row + k * 16 + lane / 8 * 8);
-            mma_m16n8k16<D>(scores[n], query[k], {b[0], b[1]});
-            mma_m16n8k16<D>(scores[n], query[k + 1], {b[2], b[3]});
-          } else if (k < head_steps) {
-            std::uint32_t b[2];
-            ldmatrix_x2(b, key_row + k * 16 + lane / 8 % 2 * 8);
-            mma_m16n8k16<D>(scores[n], query[k], b);
-          }
-        }
-      }
+      row_products(scores, query, head_steps, keys, t.key_stride, key_blocks, lane);
 
       // Scale and bias in the log2 domain; keys past the tile are -inf. Then the rows' maxima.
-      const D* bias_rows[2] = {nullptr, nullptr};
+      const D* bias[2] = {nullptr, nullptr};
       if (has_bias) {
-        const D* bias_tile = reinterpret_cast<const D*>(base + t.bias);
-        const D* bias_head = args.bias + (item % args.batch % args.bias_heads) * nnz;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int r = warp * 16 + group + 8 * h;
-          const D* run = bias_head + d.row_entries[r] + static_cast<index_t>(tile) * kFlashKeys;
-          bias_rows[h] = bias_tile + r * kBiasStride + bias_phase(run, options.async);
-        }
+        bias_rows(bias, base, t, d, args.bias + (item % args.batch % args.bias_heads) * nnz, tile, options.async,
+                  warp, lane);
       }
       float tile_max[2] = {kNegativeInfinity, kNegativeInfinity};
       bool nan_seen[2] = {false, false};
@@ -178,7 +149,7 @@ __global__ void __launch_bounds__(kFlashThreads, flash_forward_blocks_per_sm<kMa
         for (int i = 0; i < 4; ++i) {
           const int h = i / 2, column = n * 8 + pair + i % 2;
           float x = scores[n].x[i] * scale_log2;
-          if (has_bias) x = fmaf(to_float(bias_rows[h][column]), kLog2e, x);
+          if (has_bias) x = fmaf(to_float(bias[h][column]), kLog2e, x);
           if (column >= tile_keys) x = kNegativeInfinity;
           nan_seen[h] |= isnan(x);
           tile_max[h] = fmaxf(tile_max[h], x);
@@ -217,39 +188,8 @@ __global__ void __launch_bounds__(kFlashThreads, flash_forward_blocks_per_sm<kMa
         }
       }
 
-      // O += P V, 16 keys (two n8 blocks of P) per k16 step; V fragments 16 keys x 16 dims per ldmatrix.x4.trans.
-#pragma unroll
-      for (int j = 0; j < kKeyBlocks / 2; ++j) {
-        if (2 * j >= key_blocks) continue;
-        if (2 * j + 1 < key_blocks) {
-          const std::uint32_t a[4] = {pack2<D>(scores[2 * j].x[0], scores[2 * j].x[1]),
-                                      pack2<D>(scores[2 * j].x[2], scores[2 * j].x[3]),
-                                      pack2<D>(scores[2 * j + 1].x[0], scores[2 * j + 1].x[1]),
-                                      pack2<D>(scores[2 * j + 1].x[2], scores[2 * j + 1].x[3])};
-          const D* value_row = values + (j * 16 + lane % 16) * t.value_stride + lane / 16 * 8;
-#pragma unroll
-          for (int p = 0; p < kValueBlocks / 2; ++p) {
-            if (p >= value_pairs) continue;
-            std::uint32_t b[4];
-            ldmatrix_x4_trans(b, value_row + p * 16);
-            mma_m16n8k16<D>(output[2 * p], a, {b[0], b[1]});
-            mma_m16n8k16<D>(output[2 * p + 1], a, {b[2], b[3]});
-          }
-        } else {
-          // An odd last n8 block of keys: k8.
-          const std::uint32_t a[2] = {pack2<D>(scores[2 * j].x[0], scores[2 * j].x[1]),
-                                      pack2<D>(scores[2 * j].x[2], scores[2 * j].x[3])};
-          const D* value_row = values + (j * 16 + lane % 8) * t.value_stride + lane / 8 % 2 * 8;
-#pragma unroll
-          for (int p = 0; p < kValueBlocks / 2; ++p) {
-            if (p >= value_pairs) continue;
-            std::uint32_t b[2];
-            ldmatrix_x2_trans(b, value_row + p * 16);
-            mma_m16n8k8<D>(output[2 * p], a, b[0]);
-            mma_m16n8k8<D>(output[2 * p + 1], a, b[1]);
-          }
-        }
-      }
+      // O += P V.
+      accumulate_weighted(output, scores, key_blocks, values, t.value_stride, value_pairs, lane);
 
       if (tile + 1 == d.tiles) {
         // The row's four lanes combine their sums and NaN flags; write out = O / sum and lse.
