@@ -165,9 +165,11 @@ __device__ __forceinline__ void cp_async_4(void* shared_destination, const void*
              "l"(global_source), "r"(source_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { SPATTN_PTX("cp.async.commit_group;\n" ::); }
+// "memory": the compiler must not move this thread's reads of the copies' destinations above the wait (a
+// thread may read its own copies without a barrier).
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
-  SPATTN_PTX("cp.async.wait_group %0;\n" ::"n"(kPending));
+  SPATTN_PTX("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
 #undef SPATTN_PTX
