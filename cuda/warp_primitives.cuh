@@ -176,7 +176,201 @@ __device__ __forceinline__ void cp_async_wait() {
 
 #else
 // ---- on the CPU: the emulation (cpp/tests/cuda_emulation.hpp provides the lanes and their exchanges) ----
-// (to be written: the emulation of every primitive above)
+// mma and ldmatrix: every lane publishes its operands (spattn_emulation::exchange_all, which also requires
+// all 32 lanes to be at the same instruction) and then computes its own results from the whole warp's
+// operands through the ISA's tables, so a fragment built with the wrong layout gives wrong numbers here as
+// on a GPU. ldmatrix reads each row in the lane that names it, before the warp meets: rows that other lanes
+// wrote without a __syncwarp (or __syncthreads) since may read as stale or NaN. The exchange itself orders
+// memory like a __syncwarp, which the GPU does not promise, so a missing __syncwarp around an mma is not
+// caught. cp.async fills its destination with NaN bytes when issued and copies at the cp_async_wait that
+// covers its group; other threads see the data after a barrier that follows that wait. Every call checks
+// the ISA's rules (alignment, shared memory, sizes) and lets other threads run at some calls.
+
+namespace emulated {
+
+// Where element i of lane `lane`'s fragment lies in its matrix (PTX ISA tables; g = lane / 4, t = lane % 4).
+// A (m16 x k16 or k8): a_i is in register i / 2 (low half for even i), row g (+8 for i = 2, 3, 6, 7),
+// column 2t + i % 2 (+8 for i >= 4).
+struct Position {
+  int row, col;
+};
+inline Position a_position(int lane, int i) { return {lane / 4 + (i / 2) % 2 * 8, lane % 4 * 2 + i % 2 + i / 4 * 8}; }
+// B (k16 or k8 x n8): b_i, row 2t + i % 2 (+8 for i >= 2), column g.
+inline Position b_position(int lane, int i) { return {lane % 4 * 2 + i % 2 + i / 2 * 8, lane / 4}; }
+// C and D (m16 x n8, float): c_i, row g (+8 for i >= 2), column 2t + i % 2.
+inline Position c_position(int lane, int i) { return {lane / 4 + i / 2 * 8, lane % 4 * 2 + i % 2}; }
+
+// 16-bit element i of a fragment's registers, as float.
+template <typename D>
+float fragment_element(const std::uint32_t* registers, int i) {
+  using Raw = std::conditional_t<std::is_same_v<D, __half>, __half_raw, __nv_bfloat16_raw>;
+  Raw raw;
+  raw.x = static_cast<unsigned short>(registers[i / 2] >> (i % 2 * 16));
+  return to_float(D(raw));
+}
+
+template <typename D>
+std::uint16_t bits_of(D value) {
+  std::uint16_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return bits;
+}
+
+// Builds the message only when the rule is broken (these checks run at every call).
+inline void check(bool condition, const char* instruction, const char* rule) {
+  if (!condition) spattn_emulation::require(false, std::string(instruction) + ": " + rule);
+}
+inline bool aligned(const void* pointer, std::uintptr_t bytes) {
+  return reinterpret_cast<std::uintptr_t>(pointer) % bytes == 0;
+}
+
+// d += a * b for an m16 x n8 x kK tile: A has K / 4 registers per lane, B K / 8.
+template <typename D, int K>
+void mma(Accumulator& d, const std::uint32_t* a, const std::uint32_t* b, const char* instruction) {
+  spattn_emulation::maybe_yield();
+  struct Operands {
+    std::uint32_t a[K / 4], b[K / 8];
+    float c[4];
+  } mine;
+  std::memcpy(mine.a, a, sizeof(mine.a));
+  std::memcpy(mine.b, b, sizeof(mine.b));
+  std::memcpy(mine.c, d.x, sizeof(mine.c));
+  const std::array<Operands, 32> warp = spattn_emulation::exchange_all(instruction, mine);
+  float matrix_a[16][K], matrix_b[K][8], matrix_c[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int i = 0; i < K / 2; ++i) {
+      const Position p = a_position(lane, i);
+      matrix_a[p.row][p.col] = fragment_element<D>(warp[lane].a, i);
+    }
+    for (int i = 0; i < K / 4; ++i) {
+      const Position p = b_position(lane, i);
+      matrix_b[p.row][p.col] = fragment_element<D>(warp[lane].b, i);
+    }
+    for (int i = 0; i < 4; ++i) {
+      const Position p = c_position(lane, i);
+      matrix_c[p.row][p.col] = warp[lane].c[i];
+    }
+  }
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  for (int i = 0; i < 4; ++i) {
+    const Position p = c_position(lane, i);
+    float sum = matrix_c[p.row][p.col];
+    for (int k = 0; k < K; ++k) sum += matrix_a[p.row][k] * matrix_b[k][p.col];
+    d.x[i] = sum;
+  }
+}
+
+// The row a lane names, and its eight 16-bit elements as that lane read them.
+struct MatrixRow {
+  const void* address;
+  std::uint16_t elements[8];
+};
+
+template <int kMatrices, bool kTransposed>
+void ldmatrix(std::uint32_t* r, const void* row, const char* instruction) {
+  spattn_emulation::maybe_yield();
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  MatrixRow mine{row, {}};
+  if (lane < 8 * kMatrices) {  // the other lanes' addresses are not used
+    check(aligned(row, 16), instruction, "row addresses must be 16-byte aligned");
+    check(spattn_emulation::inside_block_shared(row, 16), instruction,
+          "row addresses must lie inside the block's shared memory");
+    std::memcpy(mine.elements, row, sizeof(mine.elements));
+  }
+  const std::array<MatrixRow, 32> warp = spattn_emulation::exchange_all(instruction, mine);
+  const int g = lane / 4, t = lane % 4;
+  for (int i = 0; i < kMatrices; ++i) {
+    const MatrixRow* matrix = &warp[8 * i];  // rows 0..7 of matrix i
+    const std::uint32_t lo = kTransposed ? matrix[2 * t].elements[g] : matrix[g].elements[2 * t];
+    const std::uint32_t hi = kTransposed ? matrix[2 * t + 1].elements[g] : matrix[g].elements[2 * t + 1];
+    r[i] = lo | hi << 16;
+  }
+}
+
+template <int kSize>
+void cp_async(void* shared_destination, const void* global_source, int source_bytes, const char* instruction) {
+  spattn_emulation::maybe_yield();
+  check(aligned(shared_destination, kSize) && aligned(global_source, kSize), instruction,
+        "both addresses must be aligned to the copy's size");
+  check(source_bytes >= 0 && source_bytes <= kSize, instruction, "source_bytes must be 0 to the copy's size");
+  check(spattn_emulation::inside_block_shared(shared_destination, kSize), instruction,
+        "the destination must lie inside the block's shared memory");
+  check(source_bytes == 0 || !spattn_emulation::inside_block_shared(global_source, 1), instruction,
+        "the source must be global memory");
+  auto* destination = static_cast<unsigned char*>(shared_destination);
+  std::memset(destination, 0xff, kSize);  // NaN until the wait that covers the copy
+  spattn_emulation::current_block()->async_copies[threadIdx.x].uncommitted.push_back(
+      {destination, static_cast<const unsigned char*>(global_source), static_cast<std::size_t>(source_bytes),
+       static_cast<std::size_t>(kSize)});
+}
+
+}  // namespace emulated
+
+template <>
+__device__ __forceinline__ std::uint32_t pack2<__half>(float lo, float hi) {
+  return emulated::bits_of(__float2half_rn(lo)) | std::uint32_t{emulated::bits_of(__float2half_rn(hi))} << 16;
+}
+template <>
+__device__ __forceinline__ std::uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  return emulated::bits_of(__float2bfloat16_rn(lo)) |
+         std::uint32_t{emulated::bits_of(__float2bfloat16_rn(hi))} << 16;
+}
+
+template <>
+__device__ __forceinline__ void mma_m16n8k16<__half>(Accumulator& d, const std::uint32_t (&a)[4],
+                                                     const std::uint32_t (&b)[2]) {
+  emulated::mma<__half, 16>(d, a, b, "mma.m16n8k16.f16");
+}
+template <>
+__device__ __forceinline__ void mma_m16n8k16<__nv_bfloat16>(Accumulator& d, const std::uint32_t (&a)[4],
+                                                            const std::uint32_t (&b)[2]) {
+  emulated::mma<__nv_bfloat16, 16>(d, a, b, "mma.m16n8k16.bf16");
+}
+template <>
+__device__ __forceinline__ void mma_m16n8k8<__half>(Accumulator& d, const std::uint32_t (&a)[2], std::uint32_t b) {
+  emulated::mma<__half, 8>(d, a, &b, "mma.m16n8k8.f16");
+}
+template <>
+__device__ __forceinline__ void mma_m16n8k8<__nv_bfloat16>(Accumulator& d, const std::uint32_t (&a)[2],
+                                                           std::uint32_t b) {
+  emulated::mma<__nv_bfloat16, 8>(d, a, &b, "mma.m16n8k8.bf16");
+}
+
+__device__ __forceinline__ void ldmatrix_x1(std::uint32_t& r, const void* row) {
+  emulated::ldmatrix<1, false>(&r, row, "ldmatrix.x1");
+}
+__device__ __forceinline__ void ldmatrix_x2(std::uint32_t (&r)[2], const void* row) {
+  emulated::ldmatrix<2, false>(r, row, "ldmatrix.x2");
+}
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const void* row) {
+  emulated::ldmatrix<4, false>(r, row, "ldmatrix.x4");
+}
+__device__ __forceinline__ void ldmatrix_x1_trans(std::uint32_t& r, const void* row) {
+  emulated::ldmatrix<1, true>(&r, row, "ldmatrix.x1.trans");
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(std::uint32_t (&r)[2], const void* row) {
+  emulated::ldmatrix<2, true>(r, row, "ldmatrix.x2.trans");
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row) {
+  emulated::ldmatrix<4, true>(r, row, "ldmatrix.x4.trans");
+}
+
+__device__ __forceinline__ void cp_async_16(void* shared_destination, const void* global_source, int source_bytes) {
+  emulated::cp_async<16>(shared_destination, global_source, source_bytes, "cp.async 16");
+}
+__device__ __forceinline__ void cp_async_4(void* shared_destination, const void* global_source, int source_bytes) {
+  emulated::cp_async<4>(shared_destination, global_source, source_bytes, "cp.async 4");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  spattn_emulation::maybe_yield();
+  spattn_emulation::current_block()->async_copies[threadIdx.x].commit();
+}
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  static_assert(kPending >= 0);
+  spattn_emulation::maybe_yield();
+  spattn_emulation::current_block()->async_copies[threadIdx.x].wait(kPending);
+}
 #endif
 
 }  // namespace spattn::cuda::detail

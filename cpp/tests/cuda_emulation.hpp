@@ -12,6 +12,11 @@
 // it may on a GPU. They check wmma's rules: 32-byte aligned pointers, leading dimensions of 16 bytes'
 // multiples. Shared memory starts as NaN bytes, so reading memory a kernel never wrote shows.
 //
+// The warp-level primitives of cuda/warp_primitives.cuh (mma.sync, ldmatrix, cp.async) are emulated there,
+// lane by lane, on what this header adds for them: exchange_all (every lane of a warp sees every lane's
+// operands, and all must be at the same instruction), inside_block_shared, and each thread's cp.async
+// copies in flight, which launch requires to be done when the thread's kernel returns.
+//
 // Not emulated: timing, occupancy, bank conflicts, and races between warps that the barriers happen to
 // order here (compute-sanitizer's racecheck on a GPU covers those).
 
@@ -19,12 +24,14 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <array>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -42,17 +49,75 @@ inline void require(bool condition, const std::string& what) {
   if (!condition) throw std::logic_error("CUDA emulation: " + what);
 }
 
+// One cp.async copy: `size` bytes at `destination`, the first `source_bytes` from `source`, zeros after.
+struct AsyncCopy {
+  unsigned char* destination;
+  const unsigned char* source;
+  std::size_t source_bytes, size;
+  void complete() const {
+    if (source_bytes > 0) std::memcpy(destination, source, source_bytes);
+    std::memset(destination + source_bytes, 0, size - source_bytes);
+  }
+};
+
+// A thread's cp.async copies in flight: those issued since its last commit, and its committed groups,
+// oldest first. Groups complete in order, and only at a wait (PTX: cp.async.wait_group).
+struct AsyncCopies {
+  std::vector<AsyncCopy> uncommitted;
+  std::deque<std::vector<AsyncCopy>> committed;
+
+  void commit() {
+    committed.push_back(std::move(uncommitted));
+    uncommitted.clear();
+  }
+  // Completes every committed group but the `pending` most recent.
+  void wait(std::size_t pending) {
+    while (committed.size() > pending) {
+      for (const AsyncCopy& copy : committed.front()) copy.complete();
+      committed.pop_front();
+    }
+  }
+  // No copy issued and not yet completed (empty groups left committed are harmless).
+  bool idle() const {
+    if (!uncommitted.empty()) return false;
+    for (const auto& group : committed) {
+      if (!group.empty()) return false;
+    }
+    return true;
+  }
+};
+
+// What exchange_all passes between the lanes of a warp: the instruction's name and the lane's count of
+// exchanges (to tell that all lanes are at the same one), and the operands.
+struct WideSlot {
+  static constexpr std::size_t kBytes = 64;
+  const char* instruction = "";
+  std::uint64_t sequence = 0;
+  alignas(8) unsigned char bytes[kBytes] = {};
+};
+
 // The state shared by the threads of the running block.
 struct Block {
   explicit Block(unsigned threads, std::size_t shared_bytes)
-      : shared(shared_bytes + 128, 0xff), block_barrier(threads), slots(threads), votes(threads) {
+      : shared(shared_bytes + 128, 0xff),
+        dynamic_shared_bytes(shared_bytes),
+        block_barrier(threads),
+        slots(threads),
+        votes(threads),
+        wide_slots(threads),
+        wide_exchanges(threads, 0),
+        async_copies(threads) {
     for (unsigned w = 0; w < (threads + 31) / 32; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
   }
   std::vector<unsigned char> shared;
+  std::size_t dynamic_shared_bytes;  // what the launch asked for, from block_shared()
   std::barrier<> block_barrier;
   std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
   std::vector<std::uint64_t> slots;
   std::vector<int> votes;
+  std::vector<WideSlot> wide_slots;
+  std::vector<std::uint64_t> wide_exchanges;  // per thread: how many exchange_all it has made
+  std::vector<AsyncCopies> async_copies;      // per thread
 };
 
 inline Block*& current_block() {
@@ -63,6 +128,13 @@ inline void* block_shared() {
   // 128-byte aligned, as the kernels declare it.
   const auto address = reinterpret_cast<std::uintptr_t>(current_block()->shared.data());
   return reinterpret_cast<void*>((address + 127) / 128 * 128);
+}
+// Whether [pointer, pointer + bytes) lies inside the running block's dynamic shared memory.
+inline bool inside_block_shared(const void* pointer, std::size_t bytes) {
+  const auto begin = reinterpret_cast<std::uintptr_t>(block_shared());
+  const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+  return address >= begin && address - begin <= current_block()->dynamic_shared_bytes &&
+         bytes <= current_block()->dynamic_shared_bytes - (address - begin);
 }
 
 }  // namespace spattn_emulation
@@ -103,6 +175,40 @@ T exchange(unsigned mask, T value, unsigned source_lane) {
   std::memcpy(&result, &bits, sizeof(T));
   return result;
 }
+
+// Every lane of the warp publishes `value` and receives all 32 lanes' values, in lane order: the operand
+// exchange of the warp-wide instructions (.sync.aligned: mma, ldmatrix). All 32 lanes must call it at the
+// same instruction, named by `instruction` (a string literal); a lane elsewhere (at a __syncwarp, a
+// different instruction, or past its last one) is an error.
+template <typename T>
+std::array<T, 32> exchange_all(const char* instruction, const T& value) {
+  static_assert(sizeof(T) <= WideSlot::kBytes && std::is_trivially_copyable_v<T>);
+  Block& block = *current_block();
+  const unsigned warp_first = threadIdx.x / 32 * 32;
+  const std::uint64_t sequence = ++block.wide_exchanges[threadIdx.x];
+  __syncwarp();  // every lane is done reading the previous exchange
+  WideSlot& mine = block.wide_slots[threadIdx.x];
+  mine.instruction = instruction;
+  mine.sequence = sequence;
+  std::memcpy(mine.bytes, &value, sizeof(T));
+  __syncwarp();
+  std::array<T, 32> values;
+  for (unsigned lane = 0; lane < 32; ++lane) {
+    const WideSlot& slot = block.wide_slots[warp_first + lane];
+    if (slot.sequence != sequence || std::strcmp(slot.instruction, instruction) != 0) {
+      require(false, std::string(instruction) + ": lane " + std::to_string(lane) +
+                         " is not at the same warp-wide instruction (all 32 lanes must execute it together)");
+    }
+    std::memcpy(&values[lane], slot.bytes, sizeof(T));
+  }
+  return values;
+}
+
+// Lets other threads run at some calls, in a pattern that differs between threads, so that races show.
+inline void maybe_yield() {
+  thread_local unsigned calls = 0;
+  if ((++calls + threadIdx.x) % 3 == 0) std::this_thread::yield();
+}
 }  // namespace spattn_emulation
 
 template <typename T>
@@ -138,11 +244,7 @@ struct fragment {
 };
 
 namespace detail {
-// Lets other lanes run at some calls, in a pattern that differs between lanes.
-inline void maybe_yield() {
-  thread_local unsigned calls = 0;
-  if ((++calls + threadIdx.x) % 3 == 0) std::this_thread::yield();
-}
+using spattn_emulation::maybe_yield;
 inline void check_pointer(const void* pointer, unsigned ldm, std::size_t element_bytes) {
   spattn_emulation::require(reinterpret_cast<std::uintptr_t>(pointer) % 32 == 0,
                             "wmma pointers must be 32-byte aligned");
@@ -226,6 +328,8 @@ void launch(Kernel kernel, unsigned blocks, unsigned threads, std::size_t shared
         blockIdx = uint3{b, 0, 0};
         try {
           kernel(arguments...);
+          require(block.async_copies[t].idle(),
+                  "the kernel returned with cp.async copies not committed or not waited for");
         } catch (const std::exception& error) {
           // The other threads would wait at the next barrier forever: report and stop.
           std::fprintf(stderr, "CUDA emulation, block %u thread %u: %s\n", b, t, error.what());
