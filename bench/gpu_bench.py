@@ -9,6 +9,8 @@ that a slow or failing method costs only itself:
     python bench/gpu_bench.py attention --method dense_mask   # SDPA on [B, H, N, 32] with an N x N bool mask
     python bench/gpu_bench.py attention --method flex         # FlexAttention with a block mask, compiled
     python bench/gpu_bench.py attention --method cusparse     # cuSPARSE SDDMM + torch softmax + cuSPARSE SpMM (fp32)
+    python bench/gpu_bench.py attention --method spattn_fp16  # spattn in float16, with and without bias: stage 1
+                                                              # only, beside the bfloat16 rows of --method spattn
     python bench/gpu_bench.py bandwidth                       # the card's copy bandwidth
     python bench/gpu_bench.py timm                            # converted swin_base vs timm
     python bench/gpu_bench.py table                           # the summary of everything measured
@@ -229,13 +231,38 @@ def bench_cusparse(side, heads, shift):
     return [dict(method="cusparse_fp32", forward_ms=median_ms(forward))]
 
 
+# ---- float16 beside bfloat16 (issue 13): stage 1 only ----------------------------------------------------
+def bench_spattn_fp16(side, heads, shift):
+    """spattn's fused forward and forward+backward in float16, without and with a [heads, nnz] bias: rows
+    spattn_fp16 and spattn_fp16+bias, to read beside bfloat16's spattn and spattn+bias."""
+    import spattn
+    pattern = swin_pattern(side, shift)
+    q, k, v = qkv(side, heads, dtype=torch.float16, requires_grad=True)
+    bias = (0.1 * torch.randn(heads, pattern.nnz, device=CUDA, dtype=torch.float16)).requires_grad_()
+    grad = torch.randn_like(q)
+    rows = []
+    for b, name in ((None, "spattn_fp16"), (bias, "spattn_fp16+bias")):
+        with torch.no_grad():
+            forward = median_ms(lambda: spattn.scaled_dot_product_attention(q, k, v, pattern, bias=b))
+
+        def step():
+            spattn.scaled_dot_product_attention(q, k, v, pattern, bias=b).backward(grad)
+        moved = fused_forward_bytes(side, heads, pattern.nnz, heads if b is not None else 0)  # fp16: bf16's size
+        rows.append(dict(method=name, dtype="float16", forward_ms=forward, forward_backward_ms=median_ms(step),
+                         bytes=moved, gbps=moved / forward / 1e6))
+    return rows
+
+
 METHODS = {"spattn": bench_spattn, "window_sdpa": bench_window_sdpa, "dense_mask": bench_dense_mask,
-           "flex": bench_flex, "cusparse": bench_cusparse}
+           "flex": bench_flex, "cusparse": bench_cusparse, "spattn_fp16": bench_spattn_fp16}
+STAGE_SIDES = {"spattn_fp16": (56,)}  # methods measured on some stages only
 
 
 def run_attention(method: str) -> int:
     failures = 0
     for side, heads in STAGES:
+        if side not in STAGE_SIDES.get(method, (side,)):
+            continue
         for shift in (False, True):
             stage = f"{side}x{side} h{heads} {'shift' if shift else 'noshift'}"
             log(f"{method}: {stage}")
