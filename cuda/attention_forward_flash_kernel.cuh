@@ -5,8 +5,8 @@
 // A persistent grid; each block walks a contiguous range of work items (step, problem) of the plan's schedule
 // (flash_step.cuh), one key tile at a time, with the next unit's q, k, v and bias in flight (cp.async, two
 // stages) while it computes the current one. Warp w serves the 16 stage rows [16 w, 16 w + 16) of its task:
-//   S = Q K^T          mma.sync m16n8k16, Q fragments from ldmatrix (kept in registers over the key tiles),
-//                      K fragments from ldmatrix; keys at n8 granularity (a 49-key window costs 56 columns)
+//   S = Q K^T          mma.sync m16n8k16, Q and K fragments from ldmatrix; keys at n8 granularity (a 49-key
+//                      window costs 56 columns)
 //   P = exp2(S scale log2(e) + bias log2(e) - m)   in the accumulator registers, row maxima by shuffles;
 //                      the running maximum is rescaled only when the step has more than one key tile
 //   O += P V           P re-packed from the accumulators as the A operand (the m16n8 accumulator layout of
@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(kFlashThreads, flash_forward_blocks_per_sm<kMa
     char* base = shared + stage * t.stage_bytes;
     const index_t problem = item % args.batch;
     const bool async = options.async;
-    if (tile == 0) {
+    {  // every tile (a wide step re-reads them; the others have one tile)
       gather_tile(reinterpret_cast<D*>(base + t.queries), t.key_stride, t.head_pad, kFlashRows,
                   args.q + args.q_layout.problem_offset(problem, args.heads), args.q_layout.row_stride,
                   args.head_dim, [&](int r) { return d.row_ids[r]; }, async);
@@ -78,7 +78,6 @@ __global__ void __launch_bounds__(kFlashThreads, flash_forward_blocks_per_sm<kMa
   };
 
   // The row state of this lane's two rows (group, group + 8 of the warp's 16), kept over a step's key tiles.
-  std::uint32_t query[kHeadSteps][4];
   Accumulator output[kValueBlocks];
   float row_max[2], row_sum[2];
   bool poisoned[2];
@@ -122,7 +121,6 @@ __global__ void __launch_bounds__(kFlashThreads, flash_forward_blocks_per_sm<kMa
       const bool single_tile = d.tiles == 1;
 
       if (tile == 0) {
-        load_row_fragments(query, queries + warp * 16 * t.key_stride, t.key_stride, head_steps, lane);
 #pragma unroll
         for (int n = 0; n < kValueBlocks; ++n) output[n] = Accumulator{};
         row_max[0] = row_max[1] = kNegativeInfinity;
@@ -132,7 +130,8 @@ __global__ void __launch_bounds__(kFlashThreads, flash_forward_blocks_per_sm<kMa
 
       // S = Q K^T.
       Accumulator scores[kKeyBlocks];
-      row_products(scores, query, head_steps, keys, t.key_stride, key_blocks, lane);
+      row_products<kHeadSteps>(scores, queries + warp * 16 * t.key_stride, t.key_stride, head_steps, keys,
+                               t.key_stride, key_blocks, lane);
 
       // Scale and bias in the log2 domain; keys past the tile are -inf. Then the rows' maxima.
       const D* bias[2] = {nullptr, nullptr};

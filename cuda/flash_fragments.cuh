@@ -1,7 +1,7 @@
 #pragma once
 // The two warp-level products of the register-resident kernels (forward and backward), on one warp's 16 rows:
-//   row_products:      S[16 x keys] = A[16 x k] B^T, A in registers (ldmatrix'd rows of q or dO), B the stage
-//                      rows of k or v ([key][k], 8 keys x 32 of k per ldmatrix.x4): S = Q K^T, dP = dO V^T
+//   row_products:      S[16 x keys] = A[16 x k] B^T, A and B stage rows (q or dO; k or v, [key][k]), both
+//                      through ldmatrix (B 8 keys x 32 of k per ldmatrix.x4): S = Q K^T, dP = dO V^T
 //   accumulate_weighted: O[16 x dim] += W[16 x keys] R, W the float accumulators of the first product re-packed
 //                      in registers as the A operand, R the stage rows of v or k ([key][dim], ldmatrix.trans):
 //                      O += P V, dQ += dS K. Two n8 blocks of W form one m16k16 A fragment; an odd last block
@@ -12,36 +12,35 @@
 
 namespace spattn::cuda::detail {
 
-// The m16 x k16 A fragments of the warp's 16 rows of a stage tile (row stride `stride`), k16 steps
-// [0, steps) of at most kSteps.
+// S = A B^T for the warp's 16 rows: `a_rows` the 16 stage rows of A (q or dO, row stride a_stride), `keys`
+// the stage rows of B ([key][k], row stride `stride`); k16 steps [0, steps) of at most kSteps. A's fragments
+// are loaded two k16 steps at a time, so few registers hold them.
 template <int kSteps, typename D>
-__device__ __forceinline__ void load_row_fragments(std::uint32_t (&fragments)[kSteps][4], const D* rows, int stride,
-                                                   int steps, int lane) {
-#pragma unroll
-  for (int k = 0; k < kSteps; ++k) {
-    if (k < steps) ldmatrix_x4(fragments[k], rows + (lane % 16) * stride + k * 16 + lane / 16 * 8);
-  }
-}
-
-template <int kSteps, typename D>
-__device__ __forceinline__ void row_products(Accumulator (&scores)[kKeyBlocks], const std::uint32_t (&a)[kSteps][4],
+__device__ __forceinline__ void row_products(Accumulator (&scores)[kKeyBlocks], const D* a_rows, int a_stride,
                                              int steps, const D* keys, int stride, int key_blocks, int lane) {
 #pragma unroll
-  for (int n = 0; n < kKeyBlocks; ++n) {
-    scores[n] = Accumulator{};
-    if (n >= key_blocks) continue;
-    const D* key_row = keys + (n * 8 + lane % 8) * stride;
+  for (int n = 0; n < kKeyBlocks; ++n) scores[n] = Accumulator{};
+  const D* a_row = a_rows + (lane % 16) * a_stride + lane / 16 * 8;
 #pragma unroll
-    for (int k = 0; k < kSteps; k += 2) {
-      if (k + 1 < steps) {
+  for (int k = 0; k < kSteps; k += 2) {
+    if (k >= steps) continue;
+    const bool two = k + 1 < steps;
+    std::uint32_t a[2][4];
+    ldmatrix_x4(a[0], a_row + k * 16);
+    if (two) ldmatrix_x4(a[1], a_row + (k + 1) * 16);
+#pragma unroll
+    for (int n = 0; n < kKeyBlocks; ++n) {
+      if (n >= key_blocks) continue;
+      const D* key_row = keys + (n * 8 + lane % 8) * stride + k * 16;
+      if (two) {
         std::uint32_t b[4];
-        ldmatrix_x4(b, key_row + k * 16 + lane / 8 * 8);
-        mma_m16n8k16<D>(scores[n], a[k], {b[0], b[1]});
-        mma_m16n8k16<D>(scores[n], a[k + 1], {b[2], b[3]});
-      } else if (k < steps) {
+        ldmatrix_x4(b, key_row + lane / 8 * 8);
+        mma_m16n8k16<D>(scores[n], a[0], {b[0], b[1]});
+        mma_m16n8k16<D>(scores[n], a[1], {b[2], b[3]});
+      } else {
         std::uint32_t b[2];
-        ldmatrix_x2(b, key_row + k * 16 + lane / 8 % 2 * 8);
-        mma_m16n8k16<D>(scores[n], a[k], b);
+        ldmatrix_x2(b, key_row + lane / 8 % 2 * 8);
+        mma_m16n8k16<D>(scores[n], a[0], b);
       }
     }
   }

@@ -33,7 +33,7 @@ constexpr int kKeyBlocks = kFlashKeys / 8;               // n8 blocks of a key t
 constexpr int kPiece = 8;                                // 16-bit elements per 16-byte copy
 // A row's bias run (at most kFlashKeys entries) is copied from its 16-byte aligned start: up to 7 elements
 // before it and a partial last piece.
-constexpr int kBiasStride = kFlashKeys + 2 * kPiece;
+constexpr int kBiasStride = kFlashKeys + kPiece;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -154,21 +154,28 @@ __device__ __forceinline__ void decode_step(const index_t* __restrict__ steps, c
 // ---- the shared memory of a block ---------------------------------------------------------------------
 // Byte offsets; host and device compute the same. Two stages, each holding one work item's operands in the
 // storage type (rows padded to head_pad / value_pad elements with zeros, strides from tile_stride), then
-// the two step descriptors (the current step and the next one), then what the backward keeps per block.
+// the two step descriptors (the current step and the next one), then the backward's float sums of dS over
+// an item's problems (for the bias gradient). The backward's P and dS tiles reuse the current stage's keys
+// and values once every warp is done with them.
 struct FlashLayout {
   int head_pad, value_pad;        // head_dim and value_dim rounded up to 16
   int key_stride, value_stride;   // row strides (elements) of q, k and dq-side tiles; of v, out and dO tiles
   int queries, keys, values, bias, outputs, grad_outputs, lse;  // offsets within a stage (-1: absent)
   int stage_bytes;
   int descriptors;                // two StepDescriptors
-  int probabilities, grad_scores; // backward: P and dS of a stage's rows, [kFlashRows][kFlashKeys + 8]
+  int score_sums;                 // backward with a bias gradient: [kFlashRows][kScoreStride] floats
+  // The backward's P and dS tiles, [kFlashRows][kScoreStride] each: in the current stage's keys and values
+  // when those are large enough (dims above 48), else after the descriptors.
+  bool scores_in_stage;
+  int probabilities, grad_scores;
   int bytes;
 };
 
 __host__ __device__ constexpr int align_128(int bytes) { return (bytes + 127) / 128 * 128; }
-constexpr int kScoreStride = kFlashKeys + kPiece;  // row stride of the backward's P and dS tiles
+constexpr int kScoreStride = kFlashKeys + kPiece;  // row stride of the backward's P, dS and dS-sum tiles
 
-__host__ __device__ inline FlashLayout flash_layout(int head_dim, int value_dim, bool has_bias, bool backward) {
+__host__ __device__ inline FlashLayout flash_layout(int head_dim, int value_dim, bool has_bias, bool backward,
+                                                    bool sum_bias = false) {
   FlashLayout t{};
   t.head_pad = round_up_to(head_dim, 16);
   t.value_pad = round_up_to(value_dim, 16);
@@ -190,8 +197,18 @@ __host__ __device__ inline FlashLayout flash_layout(int head_dim, int value_dim,
   t.stage_bytes = at;
   at = 2 * t.stage_bytes;
   t.descriptors = take(2 * static_cast<int>(sizeof(StepDescriptor)));
-  t.probabilities = backward ? take(kFlashRows * kScoreStride * 2) : -1;
-  t.grad_scores = backward ? take(kFlashRows * kScoreStride * 2) : -1;
+  t.score_sums = backward && sum_bias ? take(kFlashRows * kScoreStride * 4) : -1;
+  const int score_tile = kFlashRows * kScoreStride * 2;
+  t.scores_in_stage = kFlashKeys * t.key_stride * 2 >= score_tile && kFlashKeys * t.value_stride * 2 >= score_tile;
+  if (!backward) {
+    t.probabilities = t.grad_scores = -1;
+  } else if (t.scores_in_stage) {
+    t.probabilities = t.keys;  // (within the stage)
+    t.grad_scores = t.values;
+  } else {
+    t.probabilities = take(score_tile);
+    t.grad_scores = take(score_tile);
+  }
   t.bytes = at;
   return t;
 }

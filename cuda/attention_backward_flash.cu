@@ -1,0 +1,94 @@
+// Launches the register-resident tensor-core backward (attention_backward_flash_kernel.cuh) for
+// attention_backward with a plan, and sums the bias gradient's partial sums.
+
+#include "attention_backward_flash_kernel.cuh"
+#include "attention_workspace.hpp"
+
+namespace spattn::cuda::detail {
+
+namespace {
+
+bool rows_aligned(const void* base, const OperandLayout& layout, index_t dim) {
+  return aligned_16(base) && layout.batch_stride % kPiece == 0 && layout.head_stride % kPiece == 0 &&
+         layout.row_stride % kPiece == 0 && dim % kPiece == 0;
+}
+
+// grad_bias[e] = sum over the chunks c < chunks of bias_sums[c][e], in chunk order (deterministic), for the
+// bias_heads * nnz entries (nnz read on the device).
+template <typename D>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    sum_bias_chunks_kernel(const float* __restrict__ bias_sums, index_t chunks, index_t bias_heads,
+                           const index_t* __restrict__ row_offsets, index_t rows, D* __restrict__ grad_bias) {
+  const index_t entries = bias_heads * row_offsets[rows];
+  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < entries;
+       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    float sum = 0.f;
+    for (index_t c = 0; c < chunks; ++c) sum += bias_sums[c * entries + e];
+    grad_bias[e] = from_float<D>(sum);
+  }
+}
+
+template <typename D, int kMaxDim>
+bool launch_backward(const BackwardArguments<D>& args, FlashOptions gathers, cudaStream_t stream) {
+  const int shared_bytes =
+      flash_layout(static_cast<int>(args.head_dim), static_cast<int>(args.value_dim), args.bias != nullptr, true).bytes;
+  const auto kernel = attention_backward_flash_kernel<D, kMaxDim>;
+  const void* kernel_address = reinterpret_cast<const void*>(kernel);
+  if (!mma_kernel_ready(kernel_address, shared_bytes)) return false;
+
+  FlashBackwardOptions options{gathers, args.batch, 1, nullptr};
+  index_t chunks = 0;
+  if (args.grad_bias != nullptr) {
+    // Problems of a bias head are split into as few chunks as fill the device: one chunk per head (no
+    // partial sums to add but one) when the plan has enough steps, more for small patterns.
+    const index_t capacity = persistent_blocks(kernel_address, kFlashThreads, shared_bytes, index_t{1} << 40);
+    const index_t problems_per_head = (args.batch + args.bias_heads - 1) / args.bias_heads;
+    const index_t items_per_chunk = args.step_count * args.bias_heads;
+    chunks = (capacity + items_per_chunk - 1) / items_per_chunk;
+    const index_t most = args.bias_chunks < problems_per_head ? args.bias_chunks : problems_per_head;
+    chunks = chunks < 1 ? 1 : chunks > most ? most : chunks;
+    options.problems_per_chunk = (problems_per_head + chunks - 1) / chunks;
+    options.problem_sets = args.bias_heads * chunks;
+    options.bias_sums = args.bias_partial;
+  }
+  const index_t items = args.step_count * options.problem_sets;
+  kernel<<<persistent_blocks(kernel_address, kFlashThreads, shared_bytes, items), kFlashThreads,
+           static_cast<std::size_t>(shared_bytes), stream>>>(args, options);
+  SPATTN_CUDA_CHECK_LAUNCH();
+  if (args.grad_bias != nullptr) {
+    sum_bias_chunks_kernel<D><<<blocks_for(args.bias_heads * args.rows, kThreadsPerBlock), kThreadsPerBlock, 0,
+                                stream>>>(args.bias_partial, chunks, args.bias_heads, args.row_offsets, args.rows,
+                                          args.grad_bias);
+    SPATTN_CUDA_CHECK_LAUNCH();
+  }
+  return true;
+}
+
+}  // namespace
+
+template <typename D>
+bool attention_backward_mma(const BackwardArguments<D>& args, cudaStream_t stream) {
+  if constexpr (std::is_same_v<D, float>) {
+    return false;  // tensor cores would round float32 inputs (tf32)
+  } else {
+    if (args.steps == nullptr || args.step_count <= 0 || args.batch <= 0) return false;
+    if (!mma_applies(args.head_dim, args.value_dim)) return false;
+    FlashOptions gathers{};
+    gathers.async = rows_aligned(args.q, args.q_layout, args.head_dim) &&
+                    rows_aligned(args.k, args.k_layout, args.head_dim) &&
+                    rows_aligned(args.v, args.v_layout, args.value_dim) &&
+                    rows_aligned(args.out, args.out_layout, args.value_dim) &&
+                    rows_aligned(args.grad_out, args.grad_out_layout, args.value_dim) &&
+                    (args.bias == nullptr || aligned_16(args.bias));
+    const index_t widest = args.head_dim > args.value_dim ? args.head_dim : args.value_dim;
+    if (widest <= 32) return launch_backward<D, 32>(args, gathers, stream);
+    if (widest <= 64) return launch_backward<D, 64>(args, gathers, stream);
+    return launch_backward<D, 128>(args, gathers, stream);
+  }
+}
+
+template bool attention_backward_mma<float>(const BackwardArguments<float>&, cudaStream_t);
+template bool attention_backward_mma<__half>(const BackwardArguments<__half>&, cudaStream_t);
+template bool attention_backward_mma<__nv_bfloat16>(const BackwardArguments<__nv_bfloat16>&, cudaStream_t);
+
+}  // namespace spattn::cuda::detail
