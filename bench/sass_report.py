@@ -352,6 +352,8 @@ def add_occupancy(kernel: Kernel, threads: int, arch: int, shared_bytes_of) -> N
                 dynamic = int(shared_bytes_of(kind, head_dim, head_dim, storage_bytes(arguments)))
             except Exception:  # a head dim this kernel does not take
                 continue
+            if dynamic <= 0:  # these kernels stage their tiles in dynamic shared memory: 0 is "not known yet"
+                continue
             kernel.dynamic_shared_bytes[head_dim] = dynamic
             kernel.blocks_per_sm[head_dim] = blocks_per_sm(kernel.registers, threads,
                                                            kernel.static_shared_bytes + dynamic, arch)
@@ -414,8 +416,8 @@ def markdown(kernels: list[Kernel], threads: int, shared_bytes_known: bool = Fal
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"\nStatic counts per kernel; {threads} threads per block."]
     if any("static_only" in k.blocks_per_sm for k in kernels):
-        why = ("`cuda_tensor_core_shared_bytes` has no size for this kernel" if shared_bytes_known else
-               "this build's spattn._C has no `cuda_tensor_core_shared_bytes`")
+        why = ("`spattn._C.cuda_tensor_core_shared_bytes` gives no size (or 0) for this kernel" if shared_bytes_known
+               else "this build's spattn._C has no `cuda_tensor_core_shared_bytes`")
         notes.append(f"\\* blocks per SM from registers, threads and static shared memory only: {why}, so the "
                      "dynamic shared memory per block is not known.")
     return "\n".join(lines + notes)

@@ -158,6 +158,11 @@ def test_dynamic_shared_memory_by_head_dim():
     assert [c for c in calls if c[0] == "forward" and c[1] == 128]  # the wmma forward takes every head dim
     table = sass_report.markdown(list(kernels.values()), 128, True)
     assert "d32: 4, d64: 4, d128: 3" in table and "d32: 16384" in table
+    assert "gives no size (or 0)" not in table
+    # An answer of 0 is no answer: blocks per SM from registers, threads and static shared memory.
+    kernels = sample_kernels(shared_bytes_of=lambda kernel, head_dim, value_dim, storage_bytes: 0)
+    assert all(k.dynamic_shared_bytes == {} and "static_only" in k.blocks_per_sm for k in kernels)
+    assert "gives no size (or 0)" in sass_report.markdown(kernels, 128, True)
 
 
 def test_markdown_table():
