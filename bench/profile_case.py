@@ -129,8 +129,10 @@ def summarize(text: str) -> str:
         write = _value(launch, units, "dram__bytes_write.sum", "byte")
         moved = (read or 0.0) + (write or 0.0) if read is not None or write is not None else None
         rate = moved / seconds / 1e9 if moved is not None and seconds else None
+        # "selected" is the issuing warp's own cycle, not a stall.
         stalls = sorted(((value, match.group(1)) for metric in header if (match := _STALL.match(metric))
-                         and (value := _value(launch, units, metric)) is not None), reverse=True)[:3]
+                         and match.group(1) != "selected" and (value := _value(launch, units, metric)) is not None),
+                        reverse=True)[:3]
         smem = _value(launch, units, "launch__shared_mem_per_block_dynamic", "byte")
 
         def cell(value, digits=1, scale=1.0):
