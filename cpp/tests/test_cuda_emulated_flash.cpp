@@ -48,8 +48,8 @@ inline bool skip_stage_wait = false;
 
 namespace spattn::cuda::detail {
 
-// The emulation's cp_async_wait<1> (cuda/warp_primitives.cuh) with the mutation switch; declared before the
-// kernel is instantiated, so the kernel of this test calls it.
+// The emulation's cp_async_wait<1> (cuda/warp_primitives.cuh: the same body, keep them alike) with the
+// mutation switch; declared before the kernel is instantiated, so the kernel of this test calls it.
 template <>
 inline void cp_async_wait<1>() {
   spattn_emulation::maybe_yield();
