@@ -25,7 +25,7 @@ namespace spattn::cuda::detail {
 // per block for dims up to 32, 64 and 128 (with a bias), allows as many.
 template <int kMaxDim>
 constexpr int flash_forward_blocks_per_sm() {
-  return kMaxDim <= 64 ? 3 : 1;
+  return kMaxDim <= 32 ? 4 : kMaxDim <= 64 ? 3 : 1;
 }
 
 template <typename D, int kMaxDim>
