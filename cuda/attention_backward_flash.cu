@@ -30,8 +30,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
 template <typename D, int kMaxDim>
 bool launch_backward(const BackwardArguments<D>& args, FlashOptions gathers, cudaStream_t stream) {
-  const int shared_bytes =
-      flash_layout(static_cast<int>(args.head_dim), static_cast<int>(args.value_dim), args.bias != nullptr, true).bytes;
+  const int shared_bytes = flash_layout(static_cast<int>(args.head_dim), static_cast<int>(args.value_dim),
+                                        args.bias != nullptr, true, args.grad_bias != nullptr)
+                               .bytes;
   const auto kernel = attention_backward_flash_kernel<D, kMaxDim>;
   const void* kernel_address = reinterpret_cast<const void*>(kernel);
   if (!mma_kernel_ready(kernel_address, shared_bytes)) return false;
