@@ -22,7 +22,7 @@ struct GroupedArguments {
   D* __restrict__ out;         // [batch, rows, value_dim]
   float* __restrict__ lse;     // [batch, rows]
   float scale;
-  bool vectorized;  // SIMT kernel: k, v 16-byte aligned and head_dim, value_dim multiples of 4
+  bool vectorized;  // SIMT kernel: every row of k and v aligned to 4 elements, head_dim, value_dim multiples of 4
   // Where the rows of q, k, v and out live (spattn/kernels.hpp: problem p is (p / heads, p % heads)), so that
   // they can be strided views of one projection and out can be written in [B, N, H, Dv] order.
   index_t heads;
@@ -72,6 +72,23 @@ struct BackwardArguments {
   index_t unowned_column_count;
   const index_t* __restrict__ unowned_columns;
 };
+
+// Whether q, k, v and out (and grad_out) lie as contiguous [batch, N, dim] (host side).
+template <typename D>
+bool operands_contiguous(const GroupedArguments<D>& args) {
+  return layout_is_contiguous(args.q_layout, args.batch, args.heads, args.rows, args.head_dim) &&
+         layout_is_contiguous(args.k_layout, args.batch, args.heads, args.cols, args.head_dim) &&
+         layout_is_contiguous(args.v_layout, args.batch, args.heads, args.cols, args.value_dim) &&
+         layout_is_contiguous(args.out_layout, args.batch, args.heads, args.rows, args.value_dim);
+}
+template <typename D>
+bool operands_contiguous(const BackwardArguments<D>& args) {
+  return layout_is_contiguous(args.q_layout, args.batch, args.heads, args.rows, args.head_dim) &&
+         layout_is_contiguous(args.k_layout, args.batch, args.heads, args.cols, args.head_dim) &&
+         layout_is_contiguous(args.v_layout, args.batch, args.heads, args.cols, args.value_dim) &&
+         layout_is_contiguous(args.out_layout, args.batch, args.heads, args.rows, args.value_dim) &&
+         layout_is_contiguous(args.grad_out_layout, args.batch, args.heads, args.rows, args.value_dim);
+}
 
 // Which operands the tensor-core kernels' gather_rows (mma_tiles.cuh) may read 16 bytes at a time.
 struct VectorLoads {

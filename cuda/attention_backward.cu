@@ -1,7 +1,8 @@
 // Fused sparse attention backward, probabilities recomputed from the forward's log-sum-exp:
 //   P = exp(scale * q.k + bias - lse),  dP = dO.v,  dS = P * (dP - delta),  delta = rowsum(dO * O)
 //   dQ = scale * sum_row dS k       (row pass, also delta and partial sums of dBias)
-//   dK = scale * sum_column dS q,  dV = sum_column P dO   (column pass, through the transposed pattern)
+//   dK = scale * sum_column dS q,  dV = sum_column P dO   (column pass, through the transposed pattern; after
+//                                   the tensor-core backward over the plan, only the columns it leaves)
 //   dBias = sum over problems of dS  (the row pass's partial sums added in chunk order)
 // Each output element is owned by one lane group and summed in a fixed order: no atomics, deterministic.
 
@@ -50,14 +51,19 @@ __global__ void __launch_bounds__(kThreadsPerBlock) attention_backward_rows_kern
       const index_t problem = first_problem + j * heads;
       if (problem >= args.batch) break;
       const index_t problem_row = problem * args.rows + row;
-      const D* k_problem = args.k + problem * args.cols * args.head_dim;
-      const D* v_problem = args.v + problem * args.cols * args.value_dim;
+      const D* k_problem = args.k + args.k_layout.problem_offset(problem, args.heads);
+      const D* v_problem = args.v + args.v_layout.problem_offset(problem, args.heads);
       const D* bias_row = args.bias == nullptr ? nullptr : args.bias + (problem % args.bias_heads) * nnz;
 
       float q[kElems], grad_out[kElems], out[kElems];
-      load_fragment<Shape>(args.q + problem_row * args.head_dim, args.head_dim, lane, q);
-      load_fragment<Shape>(args.grad_out + problem_row * args.value_dim, args.value_dim, lane, grad_out);
-      load_fragment<Shape>(args.out + problem_row * args.value_dim, args.value_dim, lane, out);
+      load_fragment<Shape>(args.q + args.q_layout.problem_offset(problem, args.heads) + row * args.q_layout.row_stride,
+                           args.head_dim, lane, q);
+      load_fragment<Shape>(args.grad_out + args.grad_out_layout.problem_offset(problem, args.heads) +
+                               row * args.grad_out_layout.row_stride,
+                           args.value_dim, lane, grad_out);
+      load_fragment<Shape>(
+          args.out + args.out_layout.problem_offset(problem, args.heads) + row * args.out_layout.row_stride,
+          args.value_dim, lane, out);
       const float delta = group_sum<kLanes>(partial_dot(grad_out, out), mask);
       if (lane == 0) args.delta[problem_row] = delta;
       const float row_lse = args.lse[problem_row];
@@ -66,8 +72,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) attention_backward_rows_kern
       zero_fragment(grad_q);
       for (index_t step = begin; step < end; step += kStep) {
         float key[kStep][kElems], value[kStep][kElems];
-        load_step_keys_and_values<Shape, kStep>(args.col_indices, step, end, k_problem, args.head_dim, v_problem,
-                                                args.value_dim, lane, key, value);
+        load_step_keys_and_values<Shape, kStep>(args.col_indices, step, end, k_problem, args.k_layout.row_stride,
+                                                args.head_dim, v_problem, args.v_layout.row_stride, args.value_dim,
+                                                lane, key, value);
 #pragma unroll
         for (int u = 0; u < kStep; ++u) {
           const index_t entry = step + u;
@@ -106,32 +113,42 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   }
 }
 
-// Work item (problem, column): walks the column's entries through the transposed pattern.
+// Work item (problem, column): walks the column's entries through the transposed pattern. Over every column
+// (listed false; with args.group_of_row set, those a group owns are skipped), or over the list
+// args.unowned_columns only (listed true: the columns the tensor-core backward leaves).
 template <typename Shape, typename D>
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    attention_backward_columns_kernel(const BackwardArguments<D> args) {
+    attention_backward_columns_kernel(const BackwardArguments<D> args, const bool listed) {
   constexpr int kLanes = Shape::kLanes, kElems = Shape::kElems, kStep = entries_per_step<Shape>();
   const int lane = threadIdx.x % kLanes;
   const unsigned mask = group_mask<kLanes>();
   const index_t nnz = args.row_offsets[args.rows];
-  const index_t items = args.batch * args.cols;
+  const index_t columns = listed ? args.unowned_column_count : args.cols;
+  const index_t items = args.batch * columns;
 
   for (index_t item = first_item<kLanes>(); item < items; item += item_stride<kLanes>()) {
-    const index_t problem = item / args.cols, column = item % args.cols;
+    const index_t problem = item / columns;
+    const index_t column = listed ? args.unowned_columns[item % columns] : item % columns;
     const index_t begin = args.transposed_row_offsets[column], end = args.transposed_row_offsets[column + 1];
-    if (args.group_of_row != nullptr && end > begin) {
+    if (!listed && args.group_of_row != nullptr && end > begin) {
       const index_t group = args.group_of_row[args.transposed_col_indices[begin]];
       if (column_owned_by_group(end - begin, args.group_offsets[group + 1] - args.group_offsets[group])) continue;
     }
-    const D* q_problem = args.q + problem * args.rows * args.head_dim;
-    const D* grad_out_problem = args.grad_out + problem * args.rows * args.value_dim;
+    const D* q_problem = args.q + args.q_layout.problem_offset(problem, args.heads);
+    const D* grad_out_problem = args.grad_out + args.grad_out_layout.problem_offset(problem, args.heads);
+    const index_t q_stride = args.q_layout.row_stride, grad_out_stride = args.grad_out_layout.row_stride;
     const float* lse_problem = args.lse + problem * args.rows;
     const float* delta_problem = args.delta + problem * args.rows;
     const D* bias_row = args.bias == nullptr ? nullptr : args.bias + (problem % args.bias_heads) * nnz;
+    const index_t problem_column = problem * args.cols + column;  // in the contiguous grad_k, grad_v
 
     float key[kElems], value[kElems];
-    load_fragment<Shape>(args.k + item * args.head_dim, args.head_dim, lane, key);
-    load_fragment<Shape>(args.v + item * args.value_dim, args.value_dim, lane, value);
+    load_fragment<Shape>(
+        args.k + args.k_layout.problem_offset(problem, args.heads) + column * args.k_layout.row_stride,
+        args.head_dim, lane, key);
+    load_fragment<Shape>(
+        args.v + args.v_layout.problem_offset(problem, args.heads) + column * args.v_layout.row_stride,
+        args.value_dim, lane, value);
     float grad_k[kElems], grad_v[kElems];
     zero_fragment(grad_k);
     zero_fragment(grad_v);
@@ -144,8 +161,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
         const index_t entry = step + u;
         rows[u] = entry < end ? args.transposed_col_indices[entry] : 0;
         if (entry < end) {
-          load_fragment<Shape>(q_problem + rows[u] * args.head_dim, args.head_dim, lane, query[u]);
-          load_fragment<Shape>(grad_out_problem + rows[u] * args.value_dim, args.value_dim, lane, grad_out[u]);
+          load_fragment<Shape>(q_problem + rows[u] * q_stride, args.head_dim, lane, query[u]);
+          load_fragment<Shape>(grad_out_problem + rows[u] * grad_out_stride, args.value_dim, lane, grad_out[u]);
         } else {
           zero_fragment(query[u]);
           zero_fragment(grad_out[u]);
@@ -169,64 +186,96 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
         }
       }
     }
-    store_fragment<Shape>(args.grad_k + item * args.head_dim, args.head_dim, lane, grad_k, args.scale);
-    store_fragment<Shape>(args.grad_v + item * args.value_dim, args.value_dim, lane, grad_v, 1.f);
+    store_fragment<Shape>(args.grad_k + problem_column * args.head_dim, args.head_dim, lane, grad_k, args.scale);
+    store_fragment<Shape>(args.grad_v + problem_column * args.value_dim, args.value_dim, lane, grad_v, 1.f);
   }
 }
 
 template <typename T>
 BackwardArguments<device_t<T>> backward_arguments(CsrView pattern, TransposedView transposed, const T* q, const T* k,
                                                   const T* v, const T* bias, const T* out, const T* grad_out,
-                                                  const float* lse, AttentionDims dims, double scale, T* grad_q,
+                                                  const float* lse, AttentionDims dims,
+                                                  const AttentionLayouts& layouts, double scale, T* grad_q,
                                                   T* grad_k, T* grad_v, T* grad_bias, float* workspace) {
   SPATTN_CHECK(dims.batch >= 0 && pattern.rows >= 0 && pattern.cols >= 0, "attention_backward: negative size");
   // (A bias of zero entries may arrive as a null pointer with bias_heads > 0; it is never read.)
   SPATTN_CHECK(dims.bias_heads >= 0 && (bias == nullptr || dims.bias_heads > 0),
                "attention_backward: a bias needs bias_heads >= 1, got ", dims.bias_heads);
   SPATTN_CHECK(grad_bias == nullptr || bias != nullptr, "attention_backward: grad_bias without a bias");
+  SPATTN_CHECK(dims.heads >= 1 && dims.batch % dims.heads == 0, "attention_backward: heads must divide the batch ",
+               dims.batch, ", got ", dims.heads);
   SPATTN_CHECK(transposed.pattern.rows == pattern.cols && transposed.pattern.cols == pattern.rows,
                "attention_backward: the transposed pattern has shape (", transposed.pattern.rows, ", ",
                transposed.pattern.cols, "), expected (", pattern.cols, ", ", pattern.rows, ")");
   const BackwardWorkspace scratch(workspace, dims.batch, pattern.rows, dims.bias_heads);
-  return {pattern.rows,
-          pattern.cols,
-          dims.batch,
-          dims.head_dim,
-          dims.value_dim,
-          dims.bias_heads,
-          pattern.row_offsets,
-          pattern.col_indices,
-          transposed.pattern.row_offsets,
-          transposed.pattern.col_indices,
-          transposed.permutation,
-          to_device(q),
-          to_device(k),
-          to_device(v),
-          to_device(bias),
-          to_device(out),
-          to_device(grad_out),
-          lse,
-          to_device(grad_q),
-          to_device(grad_k),
-          to_device(grad_v),
-          to_device(grad_bias),
-          scratch.delta,
-          scratch.bias_partial,
-          scratch.bias_chunks,
-          static_cast<float>(scale),
-          0,
-          nullptr,
-          nullptr,
-          nullptr};
+  BackwardArguments<device_t<T>> args{};
+  args.rows = pattern.rows;
+  args.cols = pattern.cols;
+  args.batch = dims.batch;
+  args.head_dim = dims.head_dim;
+  args.value_dim = dims.value_dim;
+  args.bias_heads = dims.bias_heads;
+  args.row_offsets = pattern.row_offsets;
+  args.col_indices = pattern.col_indices;
+  args.transposed_row_offsets = transposed.pattern.row_offsets;
+  args.transposed_col_indices = transposed.pattern.col_indices;
+  args.permutation = transposed.permutation;
+  args.q = to_device(q);
+  args.k = to_device(k);
+  args.v = to_device(v);
+  args.bias = to_device(bias);
+  args.out = to_device(out);
+  args.grad_out = to_device(grad_out);
+  args.lse = lse;
+  args.grad_q = to_device(grad_q);
+  args.grad_k = to_device(grad_k);
+  args.grad_v = to_device(grad_v);
+  args.grad_bias = to_device(grad_bias);
+  args.delta = scratch.delta;
+  args.bias_partial = scratch.bias_partial;
+  args.bias_chunks = scratch.bias_chunks;
+  args.scale = static_cast<float>(scale);
+  args.heads = dims.heads;
+  args.q_layout = layouts.q;
+  args.k_layout = layouts.k;
+  args.v_layout = layouts.v;
+  args.out_layout = layouts.out;
+  args.grad_out_layout = layouts.grad_out;
+  // The plan and its schedule: set by the caller once checked (none: groups = 0, nulls).
+  return args;
 }
 
-// The row pass (unless the tensor-core kernel did its work: with_rows false), the column pass, and the sum
-// of the bias gradient's partial sums.
+// What the SIMT passes below still have to do.
+enum class Remaining {
+  everything,            // no tensor-core kernel ran: the row pass, every column, the sum of the bias partial sums
+  columns_and_bias_sum,  // every column but those a group owns (args.group_of_row set), the bias partial sums' sum
+  unowned_columns,       // the columns of args.unowned_columns only (nothing when there are none)
+};
+
+// The one place that chooses the tensor-core backward over the plan and says what it leaves to the SIMT
+// passes; args has the plan (and, when given, its schedule). group_of_row: workspace for the wmma kernel.
 template <typename D>
-void launch_backward(const BackwardArguments<D>& args, bool aligned, bool with_rows, cudaStream_t stream) {
+Remaining tensor_core_backward(BackwardArguments<D>& args, index_t* group_of_row, cudaStream_t stream) {
+  // The wmma kernel (attention_backward_mma.cu) until the register-resident one replaces it: it writes delta,
+  // dQ, dK and dV of the columns groups own and the bias gradient's partial sums, and group_of_row, through
+  // which the column pass skips the owned columns.
+  if (!attention_backward_mma(args, group_of_row, stream)) return Remaining::everything;
+  args.group_of_row = group_of_row;
+  return Remaining::columns_and_bias_sum;
+  // The register-resident kernel writes delta, dQ, dK and dV of the owned columns and the whole bias gradient;
+  // the column pass then walks the plan's unowned columns only:
+  //   return attention_backward_mma(args, stream) ? Remaining::unowned_columns : Remaining::everything;
+}
+
+// The SIMT passes: the row pass (delta, dQ, bias partial sums), the column pass (dK, dV) over every column or
+// over the listed ones, and the sum of the bias gradient's partial sums.
+template <typename D>
+void launch_backward(const BackwardArguments<D>& args, bool aligned, Remaining remaining, cudaStream_t stream) {
   const bool sum_bias = args.grad_bias != nullptr;
+  const bool with_rows = remaining == Remaining::everything;
+  const bool listed = remaining == Remaining::unowned_columns;
   const index_t row_items = (sum_bias ? args.bias_chunks * args.bias_heads : args.batch) * args.rows;
-  const index_t column_items = args.batch * args.cols;
+  const index_t column_items = args.batch * (listed ? args.unowned_column_count : args.cols);
   dispatch_fragment_shape(args.head_dim, args.value_dim, aligned, [&](auto shape) {
     using Shape = decltype(shape);
     constexpr int kItemsPerBlock = kThreadsPerBlock / Shape::kLanes;
@@ -238,11 +287,11 @@ void launch_backward(const BackwardArguments<D>& args, bool aligned, bool with_r
     }
     if (column_items > 0) {
       attention_backward_columns_kernel<Shape, D>
-          <<<blocks_for(column_items, kItemsPerBlock), kThreadsPerBlock, 0, stream>>>(args);
+          <<<blocks_for(column_items, kItemsPerBlock), kThreadsPerBlock, 0, stream>>>(args, listed);
       SPATTN_CUDA_CHECK_LAUNCH();
     }
   });
-  if (sum_bias && args.bias_heads > 0) {
+  if (sum_bias && args.bias_heads > 0 && !listed) {
     // After the row pass on the same stream. nnz lives on the device, so the grid is fixed and strides.
     attention_backward_bias_kernel<D><<<kBiasSumBlocks, kThreadsPerBlock, 0, stream>>>(
         args.rows, args.row_offsets, args.bias_partial, args.grad_bias, args.bias_heads, args.bias_chunks);
@@ -250,62 +299,56 @@ void launch_backward(const BackwardArguments<D>& args, bool aligned, bool with_r
   }
 }
 
-template <typename T>
-bool all_aligned(std::initializer_list<const T*> pointers) {
-  for (const T* pointer : pointers) {
-    if (!aligned_16(pointer)) return false;
-  }
-  return true;
-}
-
 }  // namespace
 }  // namespace detail
 
 template <typename T>
-void attention_backward(CsrView pattern, TransposedView transposed, const T* q, const T* k, const T* v,
-                        const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
-                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
-                        accumulate_t<T>* workspace, cudaStream_t stream) {
-  using namespace detail;
-  const auto args = backward_arguments(pattern, transposed, q, k, v, bias, out, grad_out, lse, dims, scale, grad_q,
-                                       grad_k, grad_v, grad_bias, workspace);
-  const bool aligned = all_aligned<T>({q, k, v, out, grad_out, grad_q, grad_k, grad_v});
-  launch_backward(args, aligned, true, stream);
-}
-
-template <typename T>
 void attention_backward(CsrView pattern, TransposedView transposed, GroupsView groups, const T* q, const T* k,
                         const T* v, const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
-                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
-                        accumulate_t<T>* workspace, cudaStream_t stream) {
+                        AttentionDims dims, const AttentionLayouts& layouts, double scale, T* grad_q, T* grad_k,
+                        T* grad_v, T* grad_bias, accumulate_t<T>* workspace, cudaStream_t stream) {
   using namespace detail;
-  auto args = backward_arguments(pattern, transposed, q, k, v, bias, out, grad_out, lse, dims, scale, grad_q,
+  auto args = backward_arguments(pattern, transposed, q, k, v, bias, out, grad_out, lse, dims, layouts, scale, grad_q,
                                  grad_k, grad_v, grad_bias, workspace);
-  const bool aligned = all_aligned<T>({q, k, v, out, grad_out, grad_q, grad_k, grad_v});
-  if (groups.group_offsets == nullptr) return launch_backward(args, aligned, true, stream);  // no plan
+  // The fast paths read and write each lane's 4 elements of a row at once; the gradients are contiguous.
+  const bool aligned =
+      rows_aligned_to(q, layouts.q, 4) && rows_aligned_to(k, layouts.k, 4) && rows_aligned_to(v, layouts.v, 4) &&
+      rows_aligned_to(out, layouts.out, 4) && rows_aligned_to(grad_out, layouts.grad_out, 4) &&
+      rows_aligned_to(grad_q, OperandLayout::contiguous(dims.heads, pattern.rows, dims.head_dim), 4) &&
+      rows_aligned_to(grad_k, OperandLayout::contiguous(dims.heads, pattern.cols, dims.head_dim), 4) &&
+      rows_aligned_to(grad_v, OperandLayout::contiguous(dims.heads, pattern.cols, dims.value_dim), 4);
+  if (groups.group_offsets == nullptr) return launch_backward(args, aligned, Remaining::everything, stream);  // no plan
   // Every row is in exactly one group (spattn::build_plan): between 1 and rows groups when there are rows.
   SPATTN_CHECK(groups.groups >= 0 && groups.groups <= pattern.rows && (pattern.rows == 0) == (groups.groups == 0),
                "attention_backward: a plan of ", pattern.rows, " rows has 1 to ", pattern.rows, " groups, got ",
                groups.groups);
   SPATTN_CHECK(groups.group_rows != nullptr, "attention_backward: the plan has no group_rows");
-  if (dims.batch == 0 || pattern.rows == 0) return launch_backward(args, aligned, true, stream);
+  SPATTN_CHECK(groups.step_count >= 0 && (groups.step_count == 0 || groups.steps != nullptr),
+               "attention_backward: a schedule of ", groups.step_count, " steps has no array");
+  SPATTN_CHECK(groups.unowned_column_count >= 0 && groups.unowned_column_count <= pattern.cols &&
+                   (groups.unowned_column_count == 0 || groups.unowned_columns != nullptr),
+               "attention_backward: the schedule's unowned columns must be 0 to ", pattern.cols, " columns, got ",
+               groups.unowned_column_count);
+  if (dims.batch == 0 || pattern.rows == 0) return launch_backward(args, aligned, Remaining::everything, stream);
   args.groups = groups.groups;
   args.group_offsets = groups.group_offsets;
   args.group_rows = groups.group_rows;
+  if (groups.steps != nullptr) {  // the schedule (spattn/plan.hpp), with the columns its steps leave
+    args.step_count = groups.step_count;
+    args.steps = groups.steps;
+    args.unowned_column_count = groups.unowned_column_count;
+    args.unowned_columns = groups.unowned_columns;
+  }
   index_t* group_of_row = BackwardWorkspace(workspace, dims.batch, pattern.rows, dims.bias_heads).group_of_row;
-  if (!attention_backward_mma(args, group_of_row, stream)) return launch_backward(args, aligned, true, stream);
-  // The tensor-core kernel wrote delta, dQ, the owned columns' dK and dV and the bias partial sums.
-  args.group_of_row = group_of_row;
-  launch_backward(args, aligned, false, stream);
+  const Remaining remaining = tensor_core_backward(args, group_of_row, stream);
+  launch_backward(args, aligned, remaining, stream);
 }
 
 #define SPATTN_INSTANTIATE(T)                                                                                 \
-  template void attention_backward<T>(CsrView, TransposedView, const T*, const T*, const T*, const T*, const T*, \
-                                      const T*, const accumulate_t<T>*, AttentionDims, double, T*, T*, T*, T*,   \
-                                      accumulate_t<T>*, cudaStream_t);                                           \
   template void attention_backward<T>(CsrView, TransposedView, GroupsView, const T*, const T*, const T*,         \
                                       const T*, const T*, const T*, const accumulate_t<T>*, AttentionDims,       \
-                                      double, T*, T*, T*, T*, accumulate_t<T>*, cudaStream_t);
+                                      const AttentionLayouts&, double, T*, T*, T*, T*, accumulate_t<T>*,         \
+                                      cudaStream_t);
 SPATTN_INSTANTIATE(float)
 SPATTN_INSTANTIATE(float16)
 SPATTN_INSTANTIATE(bfloat16)

@@ -25,6 +25,7 @@ bool attention_backward_mma(const BackwardArguments<D>& args, index_t* group_of_
     return false;  // tensor cores would round float32 inputs (tf32)
   } else {
     if (!mma_applies(args.head_dim, args.value_dim)) return false;
+    if (!operands_contiguous(args)) return false;  // strided operands: the SIMT kernels
     const int shared_bytes =
         backward_tiles(static_cast<int>(args.head_dim), static_cast<int>(args.value_dim), sizeof(D)).bytes;
     const auto kernel = attention_backward_mma_kernel<D>;

@@ -4,9 +4,10 @@
 //
 // A group of kLanes lanes handles one (problem, row); lane j holds elements [j * kElems, (j + 1) * kElems)
 // of each dense row it touches, as floats in registers. The fast paths (head_dim == value_dim ==
-// kLanes * kElems, 16-byte aligned arrays) load each lane's slice with one vector load; the generic path
+// kLanes * kElems, rows aligned to the vector) load each lane's slice with one vector load; the generic path
 // loads element by element and pads with zeros past the row's end.
 
+#include <cstdint>
 #include <type_traits>
 
 #include "device_types.cuh"
@@ -81,11 +82,13 @@ constexpr int entries_per_step() {
 }
 
 // The keys and values of entries [step, step + kStep) of a row whose entries end at `end`, all loads issued
-// before the first use; entries past the end load as zeros (the callers give them no weight).
+// before the first use; entries past the end load as zeros (the callers give them no weight). Key and value
+// rows are k_row_stride and v_row_stride elements apart.
 template <typename Shape, int kStep, typename D>
 __device__ __forceinline__ void load_step_keys_and_values(const index_t* __restrict__ col_indices, index_t step,
                                                           index_t end, const D* __restrict__ k_problem,
-                                                          index_t head_dim, const D* __restrict__ v_problem,
+                                                          index_t k_row_stride, index_t head_dim,
+                                                          const D* __restrict__ v_problem, index_t v_row_stride,
                                                           index_t value_dim, int lane,
                                                           float (&key)[kStep][Shape::kElems],
                                                           float (&value)[kStep][Shape::kElems]) {
@@ -94,8 +97,8 @@ __device__ __forceinline__ void load_step_keys_and_values(const index_t* __restr
     const index_t entry = step + u;
     if (entry < end) {
       const index_t column = col_indices[entry];
-      load_fragment<Shape>(k_problem + column * head_dim, head_dim, lane, key[u]);
-      load_fragment<Shape>(v_problem + column * value_dim, value_dim, lane, value[u]);
+      load_fragment<Shape>(k_problem + column * k_row_stride, head_dim, lane, key[u]);
+      load_fragment<Shape>(v_problem + column * v_row_stride, value_dim, lane, value[u]);
     } else {
       zero_fragment(key[u]);
       zero_fragment(value[u]);
@@ -123,8 +126,27 @@ __device__ __forceinline__ PlanGroup plan_group(const index_t* __restrict__ row_
 
 inline bool aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
 
-// Calls launch(FragmentShape<...>{}) with the shape for these dims; `aligned`: every dense array the kernel
-// touches is 16-byte aligned (needed by the vector loads).
+// Host side, for operands read through an OperandLayout (spattn/kernels.hpp). Whether every row of every
+// problem starts on a multiple of `elements` elements (what a vector load of that many elements needs): the
+// base pointer and the batch, head and row strides all aligned.
+template <typename D>
+inline bool rows_aligned_to(const D* base, const OperandLayout& layout, index_t elements) {
+  const std::uintptr_t bytes = static_cast<std::uintptr_t>(elements) * sizeof(D);
+  return reinterpret_cast<std::uintptr_t>(base) % bytes == 0 && layout.batch_stride % elements == 0 &&
+         layout.head_stride % elements == 0 && layout.row_stride % elements == 0;
+}
+
+// Whether `layout` addresses the rows of `batch` problems exactly as the contiguous [batch, rows, dim] does
+// (strides of axes of extent 1 do not matter).
+inline bool layout_is_contiguous(const OperandLayout& layout, index_t batch, index_t heads, index_t rows,
+                                 index_t dim) {
+  const index_t leading = heads > 0 ? (batch + heads - 1) / heads : 0;
+  return (rows <= 1 || layout.row_stride == dim) && (heads <= 1 || layout.head_stride == rows * dim) &&
+         (leading <= 1 || layout.batch_stride == heads * rows * dim);
+}
+
+// Calls launch(FragmentShape<...>{}) with the shape for these dims; `aligned`: every dense row the kernel
+// touches starts on a multiple of 4 elements (needed by the fast paths' vector loads and stores).
 template <typename Launch>
 void dispatch_fragment_shape(index_t head_dim, index_t value_dim, bool aligned, Launch&& launch) {
   SPATTN_CHECK(head_dim >= 0 && value_dim >= 0 && head_dim <= max_attention_dim && value_dim <= max_attention_dim,

@@ -12,13 +12,15 @@ struct ForwardArguments {
   index_t rows, cols, batch, head_dim, value_dim, bias_heads;
   const index_t* __restrict__ row_offsets;
   const index_t* __restrict__ col_indices;
-  const D* __restrict__ q;     // [batch, rows, head_dim]
-  const D* __restrict__ k;     // [batch, cols, head_dim]
-  const D* __restrict__ v;     // [batch, cols, value_dim]
+  const D* __restrict__ q;     // [batch, rows, head_dim] through q_layout
+  const D* __restrict__ k;     // [batch, cols, head_dim] through k_layout
+  const D* __restrict__ v;     // [batch, cols, value_dim] through v_layout
   const D* __restrict__ bias;  // [bias_heads, nnz] or null
-  D* __restrict__ out;         // [batch, rows, value_dim]
+  D* __restrict__ out;         // [batch, rows, value_dim] through out_layout
   float* __restrict__ lse;     // [batch, rows]
   float scale;
+  index_t heads;  // problem p is (p / heads, p % heads) in the layouts
+  OperandLayout q_layout, k_layout, v_layout, out_layout;
 };
 
 template <typename Shape, typename D>
@@ -31,12 +33,13 @@ __global__ void __launch_bounds__(kThreadsPerBlock) attention_forward_kernel(con
 
   for (index_t item = first_item<kLanes>(); item < items; item += item_stride<kLanes>()) {
     const index_t problem = item / args.rows, row = item % args.rows;
-    const D* k_problem = args.k + problem * args.cols * args.head_dim;
-    const D* v_problem = args.v + problem * args.cols * args.value_dim;
+    const D* k_problem = args.k + args.k_layout.problem_offset(problem, args.heads);
+    const D* v_problem = args.v + args.v_layout.problem_offset(problem, args.heads);
     const D* bias_row = args.bias == nullptr ? nullptr : args.bias + (problem % args.bias_heads) * nnz;
 
     float q[kElems];
-    load_fragment<Shape>(args.q + item * args.head_dim, args.head_dim, lane, q);
+    load_fragment<Shape>(args.q + args.q_layout.problem_offset(problem, args.heads) + row * args.q_layout.row_stride,
+                         args.head_dim, lane, q);
     float accumulator[kElems];
     zero_fragment(accumulator);
     float running_max = kNegativeInfinity, running_sum = 0.f;
@@ -45,8 +48,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) attention_forward_kernel(con
     const index_t begin = args.row_offsets[row], end = args.row_offsets[row + 1];
     for (index_t step = begin; step < end; step += kStep) {
       float key[kStep][kElems], value[kStep][kElems], score[kStep];
-      load_step_keys_and_values<Shape, kStep>(args.col_indices, step, end, k_problem, args.head_dim, v_problem,
-                                              args.value_dim, lane, key, value);
+      load_step_keys_and_values<Shape, kStep>(args.col_indices, step, end, k_problem, args.k_layout.row_stride,
+                                              args.head_dim, v_problem, args.v_layout.row_stride, args.value_dim,
+                                              lane, key, value);
       float step_max = kNegativeInfinity;
 #pragma unroll
       for (int u = 0; u < kStep; ++u) {
@@ -77,8 +81,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) attention_forward_kernel(con
     // running_sum >= 1 once any score was finite (the maximum contributes exp(0)); NaN for a poisoned row.
     if (poisoned) running_sum = __int_as_float(0x7fc00000);
     const bool has_weight = running_sum != 0.f;
-    store_fragment<Shape>(args.out + item * args.value_dim, args.value_dim, lane, accumulator,
-                          has_weight ? 1.f / running_sum : 0.f);
+    store_fragment<Shape>(
+        args.out + args.out_layout.problem_offset(problem, args.heads) + row * args.out_layout.row_stride,
+        args.value_dim, lane, accumulator, has_weight ? 1.f / running_sum : 0.f);
     if (lane == 0) args.lse[item] = has_weight ? running_max + logf(running_sum) : kNegativeInfinity;
   }
 }
@@ -88,20 +93,42 @@ __global__ void __launch_bounds__(kThreadsPerBlock) attention_forward_kernel(con
 
 template <typename T>
 void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, const T* bias, AttentionDims dims,
-                       double scale, T* out, accumulate_t<T>* lse, cudaStream_t stream) {
+                       const AttentionLayouts& layouts, double scale, T* out, accumulate_t<T>* lse,
+                       cudaStream_t stream) {
   using namespace detail;
   SPATTN_CHECK(dims.batch >= 0 && pattern.rows >= 0 && pattern.cols >= 0, "attention_forward: negative size");
   // (A bias of zero entries may arrive as a null pointer with bias_heads > 0; it is never read.)
   SPATTN_CHECK(dims.bias_heads >= 0 && (bias == nullptr || dims.bias_heads > 0),
                "attention_forward: a bias needs bias_heads >= 1, got ", dims.bias_heads);
+  SPATTN_CHECK(dims.heads >= 1 && dims.batch % dims.heads == 0, "attention_forward: heads must divide the batch ",
+               dims.batch, ", got ", dims.heads);
   const index_t items = dims.batch * pattern.rows;
   if (items == 0) return;
   using D = device_t<T>;
-  ForwardArguments<D> args{pattern.rows,       pattern.cols,   dims.batch,     dims.head_dim,
-                           dims.value_dim,     dims.bias_heads, pattern.row_offsets, pattern.col_indices,
-                           to_device(q),       to_device(k),   to_device(v),   to_device(bias),
-                           to_device(out),     lse,            static_cast<float>(scale)};
-  const bool aligned = aligned_16(q) && aligned_16(k) && aligned_16(v) && aligned_16(out);
+  ForwardArguments<D> args{};
+  args.rows = pattern.rows;
+  args.cols = pattern.cols;
+  args.batch = dims.batch;
+  args.head_dim = dims.head_dim;
+  args.value_dim = dims.value_dim;
+  args.bias_heads = dims.bias_heads;
+  args.row_offsets = pattern.row_offsets;
+  args.col_indices = pattern.col_indices;
+  args.q = to_device(q);
+  args.k = to_device(k);
+  args.v = to_device(v);
+  args.bias = to_device(bias);
+  args.out = to_device(out);
+  args.lse = lse;
+  args.scale = static_cast<float>(scale);
+  args.heads = dims.heads;
+  args.q_layout = layouts.q;
+  args.k_layout = layouts.k;
+  args.v_layout = layouts.v;
+  args.out_layout = layouts.out;
+  // The fast paths read and write each lane's 4 elements of a row at once.
+  const bool aligned = rows_aligned_to(q, layouts.q, 4) && rows_aligned_to(k, layouts.k, 4) &&
+                       rows_aligned_to(v, layouts.v, 4) && rows_aligned_to(out, layouts.out, 4);
   dispatch_fragment_shape(dims.head_dim, dims.value_dim, aligned, [&](auto shape) {
     using Shape = decltype(shape);
     attention_forward_kernel<Shape, D>
@@ -111,8 +138,8 @@ void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, cons
 }
 
 #define SPATTN_INSTANTIATE(T)                                                                              \
-  template void attention_forward<T>(CsrView, const T*, const T*, const T*, const T*, AttentionDims, double, \
-                                     T*, accumulate_t<T>*, cudaStream_t);
+  template void attention_forward<T>(CsrView, const T*, const T*, const T*, const T*, AttentionDims,          \
+                                     const AttentionLayouts&, double, T*, accumulate_t<T>*, cudaStream_t);
 SPATTN_INSTANTIATE(float)
 SPATTN_INSTANTIATE(float16)
 SPATTN_INSTANTIATE(bfloat16)

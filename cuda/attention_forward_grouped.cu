@@ -58,8 +58,8 @@ __device__ __forceinline__ void load_tile(const GroupedArguments<D>& args, const
     const int key_chunks = head_dim / kVectorElements, value_chunks = value_dim / kVectorElements;
     for (int e = threadIdx.x; e < tile_columns * key_chunks; e += blockDim.x) {
       const int j = e / key_chunks, chunk = e % key_chunks;
-      const Vector packed =
-          *reinterpret_cast<const Vector*>(k_problem + columns[j] * args.head_dim + chunk * kVectorElements);
+      const Vector packed = *reinterpret_cast<const Vector*>(k_problem + columns[j] * args.k_layout.row_stride +
+                                                             chunk * kVectorElements);
       static_assert(kVectorElements == 4, "one float4 per vector");
       *reinterpret_cast<float4*>(keys + j * key_stride + chunk * kVectorElements) =
           make_float4(to_float(packed.values[0]), to_float(packed.values[1]), to_float(packed.values[2]),
@@ -67,8 +67,8 @@ __device__ __forceinline__ void load_tile(const GroupedArguments<D>& args, const
     }
     for (int e = threadIdx.x; e < tile_columns * value_chunks; e += blockDim.x) {
       const int j = e / value_chunks, chunk = e % value_chunks;
-      const Vector packed =
-          *reinterpret_cast<const Vector*>(v_problem + columns[j] * args.value_dim + chunk * kVectorElements);
+      const Vector packed = *reinterpret_cast<const Vector*>(v_problem + columns[j] * args.v_layout.row_stride +
+                                                             chunk * kVectorElements);
 #pragma unroll
       for (int i = 0; i < kVectorElements; ++i) {
         values[j * value_dim + chunk * kVectorElements + i] = to_float(packed.values[i]);
@@ -77,11 +77,11 @@ __device__ __forceinline__ void load_tile(const GroupedArguments<D>& args, const
   } else {
     for (int e = threadIdx.x; e < tile_columns * padded_head_dim; e += blockDim.x) {
       const int j = e / padded_head_dim, d = e % padded_head_dim;
-      keys[j * key_stride + d] = d < head_dim ? to_float(k_problem[columns[j] * args.head_dim + d]) : 0.f;
+      keys[j * key_stride + d] = d < head_dim ? to_float(k_problem[columns[j] * args.k_layout.row_stride + d]) : 0.f;
     }
     for (int e = threadIdx.x; e < tile_columns * value_dim; e += blockDim.x) {
       const int j = e / value_dim, d = e % value_dim;
-      values[j * value_dim + d] = to_float(v_problem[columns[j] * args.value_dim + d]);
+      values[j * value_dim + d] = to_float(v_problem[columns[j] * args.v_layout.row_stride + d]);
     }
   }
 }
@@ -107,8 +107,8 @@ __device__ __forceinline__ void start_row(RowState<kValueSlots>& state) {
 // Stages the row's q in the warp's shared buffer (as floats, zeros up to padded_head_dim).
 template <typename D>
 __device__ __forceinline__ void stage_query(const GroupedArguments<D>& args, const SharedLayout& layout,
-                                            index_t problem_row, int lane, float* __restrict__ query) {
-  const D* q_row = args.q + problem_row * args.head_dim;
+                                            index_t problem, index_t row, int lane, float* __restrict__ query) {
+  const D* q_row = args.q + args.q_layout.problem_offset(problem, args.heads) + row * args.q_layout.row_stride;
   __syncwarp();  // every lane is done reading the previous row's q
   for (int d = lane; d < layout.padded_head_dim; d += 32) query[d] = d < args.head_dim ? to_float(q_row[d]) : 0.f;
   __syncwarp();
@@ -118,7 +118,8 @@ __device__ __forceinline__ void stage_query(const GroupedArguments<D>& args, con
 // `bias_row` points at the bias entry of the row's first column (null: no bias). Called by a whole warp.
 template <int kValueSlots, typename D>
 __device__ __forceinline__ void accumulate_tile(const GroupedArguments<D>& args, const SharedLayout& layout,
-                                                RowState<kValueSlots>& state, const float* __restrict__ keys, const float* __restrict__ values,
+                                                RowState<kValueSlots>& state, const float* __restrict__ keys,
+                                                const float* __restrict__ values,
                                                 const float* __restrict__ query, float* __restrict__ weights,
                                                 const D* __restrict__ bias_row, index_t tile_begin, int tile_columns,
                                                 int lane) {
@@ -193,19 +194,19 @@ __device__ __forceinline__ void accumulate_tile(const GroupedArguments<D>& args,
 
 template <int kValueSlots, typename D>
 __device__ __forceinline__ void finish_row(const GroupedArguments<D>& args, const RowState<kValueSlots>& state,
-                                           index_t problem_row, int lane) {
+                                           index_t problem, index_t row, int lane) {
   // running_sum >= 1 once any score was finite (the maximum contributes exp(0)); NaN for a poisoned row.
   const float running_sum = state.poisoned ? __int_as_float(0x7fc00000) : state.running_sum;
   const bool has_weight = running_sum != 0.f;
   const float factor = has_weight ? 1.f / running_sum : 0.f;
-  D* out_row = args.out + problem_row * args.value_dim;
+  D* out_row = args.out + args.out_layout.problem_offset(problem, args.heads) + row * args.out_layout.row_stride;
 #pragma unroll
   for (int i = 0; i < kValueSlots; ++i) {
     const int d = lane + 32 * i;
     if (d < args.value_dim) out_row[d] = from_float<D>(state.accumulator[i] * factor);
   }
   if (lane == 0) {
-    args.lse[problem_row] = has_weight ? state.running_max + logf(running_sum) : kNegativeInfinity;
+    args.lse[problem * args.rows + row] = has_weight ? state.running_max + logf(running_sum) : kNegativeInfinity;
   }
 }
 
@@ -237,10 +238,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock, grouped_min_blocks<kValueSlo
     const auto [group_size, rows, columns, column_count] =
         plan_group(args.row_offsets, args.col_indices, args.group_offsets, args.group_rows, group);
     const index_t tiles = (column_count + kTileColumns - 1) / kTileColumns;
-    const D* k_problem = args.k + problem * args.cols * args.head_dim;
-    const D* v_problem = args.v + problem * args.cols * args.value_dim;
+    const D* k_problem = args.k + args.k_layout.problem_offset(problem, args.heads);
+    const D* v_problem = args.v + args.v_layout.problem_offset(problem, args.heads);
     const D* bias_problem = args.bias == nullptr ? nullptr : args.bias + (problem % args.bias_heads) * nnz;
-    const index_t first_problem_row = problem * args.rows;
 
     if (tiles <= 1) {
       // The common case: the group's keys and values are loaded once for all of its rows.
@@ -253,11 +253,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock, grouped_min_blocks<kValueSlo
         RowState<kValueSlots> state;
         start_row(state);
         if (tiles == 1) {
-          stage_query(args, layout, first_problem_row + row, lane, query);
+          stage_query(args, layout, problem, row, lane, query);
           const D* bias_row = bias_problem == nullptr ? nullptr : bias_problem + args.row_offsets[row];
           accumulate_tile(args, layout, state, keys, values, query, weights, bias_row, 0, tile_columns, lane);
         }
-        finish_row(args, state, first_problem_row + row, lane);
+        finish_row(args, state, problem, row, lane);
       }
     } else {
       // Wide groups: for each chunk of kGroupedWarps rows (one per warp), stream the columns tile by tile.
@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, grouped_min_blocks<kValueSlo
         const index_t row = active ? rows[r] : 0;
         RowState<kValueSlots> state;
         start_row(state);
-        if (active) stage_query(args, layout, first_problem_row + row, lane, query);
+        if (active) stage_query(args, layout, problem, row, lane, query);
         for (index_t tile = 0; tile < tiles; ++tile) {
           const index_t tile_begin = tile * kTileColumns;
           const int tile_columns = static_cast<int>(
@@ -281,7 +281,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, grouped_min_blocks<kValueSlo
                             lane);
           }
         }
-        if (active) finish_row(args, state, first_problem_row + row, lane);
+        if (active) finish_row(args, state, problem, row, lane);
       }
     }
   }
@@ -305,42 +305,71 @@ void launch_grouped(const GroupedArguments<D>& args, index_t shared_bytes, cudaS
 
 template <typename T>
 void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, const T* k, const T* v, const T* bias,
-                               AttentionDims dims, double scale, T* out, accumulate_t<T>* lse, cudaStream_t stream) {
+                               AttentionDims dims, const AttentionLayouts& layouts, double scale, T* out,
+                               accumulate_t<T>* lse, cudaStream_t stream) {
   using namespace detail;
   SPATTN_CHECK(dims.batch >= 0 && pattern.rows >= 0 && pattern.cols >= 0 && dims.head_dim >= 0 &&
                    dims.value_dim >= 0,
                "attention_forward_grouped: negative size");
   SPATTN_CHECK(dims.bias_heads >= 0 && (bias == nullptr || dims.bias_heads > 0),
                "attention_forward_grouped: a bias needs bias_heads >= 1, got ", dims.bias_heads);
+  SPATTN_CHECK(dims.heads >= 1 && dims.batch % dims.heads == 0,
+               "attention_forward_grouped: heads must divide the batch ", dims.batch, ", got ", dims.heads);
   // Every row is in exactly one group (spattn::build_plan), so there are between 1 and rows groups when
   // there are rows; the kernel writes only rows listed in a group.
   SPATTN_CHECK(groups.groups >= 0 && groups.groups <= pattern.rows && (pattern.rows == 0) == (groups.groups == 0),
                "attention_forward_grouped: a plan of ", pattern.rows, " rows has 1 to ", pattern.rows,
                " groups, got ", groups.groups);
+  SPATTN_CHECK(groups.step_count >= 0 && (groups.step_count == 0 || groups.steps != nullptr),
+               "attention_forward_grouped: a schedule of ", groups.step_count, " steps has no array");
   if (dims.batch == 0 || pattern.rows == 0) return;
   SPATTN_CHECK(groups.group_offsets != nullptr && groups.group_rows != nullptr,
                "attention_forward_grouped: the plan has no arrays");
 
   using D = device_t<T>;
-  const bool vectorized = aligned_16(k) && aligned_16(v) && dims.head_dim % kVectorElements == 0 &&
-                          dims.value_dim % kVectorElements == 0;
-  const GroupedArguments<D> args{pattern.rows,       pattern.cols,       dims.batch,          dims.head_dim,
-                                 dims.value_dim,     dims.bias_heads,    groups.groups,       pattern.row_offsets,
-                                 pattern.col_indices, groups.group_offsets, groups.group_rows, to_device(q),
-                                 to_device(k),       to_device(v),       to_device(bias),     to_device(out),
-                                 lse,                static_cast<float>(scale), vectorized};
+  GroupedArguments<D> args{};
+  args.rows = pattern.rows;
+  args.cols = pattern.cols;
+  args.batch = dims.batch;
+  args.head_dim = dims.head_dim;
+  args.value_dim = dims.value_dim;
+  args.bias_heads = dims.bias_heads;
+  args.groups = groups.groups;
+  args.row_offsets = pattern.row_offsets;
+  args.col_indices = pattern.col_indices;
+  args.group_offsets = groups.group_offsets;
+  args.group_rows = groups.group_rows;
+  args.q = to_device(q);
+  args.k = to_device(k);
+  args.v = to_device(v);
+  args.bias = to_device(bias);
+  args.out = to_device(out);
+  args.lse = lse;
+  args.scale = static_cast<float>(scale);
+  // The SIMT kernel gathers key and value rows kVectorElements elements at a time.
+  args.vectorized = rows_aligned_to(k, layouts.k, kVectorElements) && rows_aligned_to(v, layouts.v, kVectorElements) &&
+                    dims.head_dim % kVectorElements == 0 && dims.value_dim % kVectorElements == 0;
+  args.heads = dims.heads;
+  args.q_layout = layouts.q;
+  args.k_layout = layouts.k;
+  args.v_layout = layouts.v;
+  args.out_layout = layouts.out;
+  args.step_count = groups.steps == nullptr ? 0 : groups.step_count;
+  args.steps = groups.steps;
   // float16 and bfloat16 on tensor cores where they apply.
   if (attention_forward_mma(args, stream)) return;
   // Head dims past what one warp holds per row, or a device without the shared memory: the generic kernel.
   if (dims.head_dim > max_grouped_attention_dim || dims.value_dim > max_grouped_attention_dim) {
-    return attention_forward(pattern, q, k, v, bias, dims, scale, out, lse, stream);
+    return attention_forward(pattern, q, k, v, bias, dims, layouts, scale, out, lse, stream);
   }
   const SharedLayout layout = shared_layout(static_cast<int>(dims.head_dim), static_cast<int>(dims.value_dim));
   const index_t shared_bytes = static_cast<index_t>(layout.total) * static_cast<index_t>(sizeof(float));
   int device = 0, shared_limit = 0;
   SPATTN_CUDA_CHECK(cudaGetDevice(&device));
   SPATTN_CUDA_CHECK(cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (shared_bytes > shared_limit) return attention_forward(pattern, q, k, v, bias, dims, scale, out, lse, stream);
+  if (shared_bytes > shared_limit) {
+    return attention_forward(pattern, q, k, v, bias, dims, layouts, scale, out, lse, stream);
+  }
   if (dims.value_dim <= 32) return launch_grouped<1>(args, shared_bytes, stream);
   if (dims.value_dim <= 64) return launch_grouped<2>(args, shared_bytes, stream);
   return launch_grouped<4>(args, shared_bytes, stream);
@@ -348,7 +377,8 @@ void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, c
 
 #define SPATTN_INSTANTIATE(T)                                                                                  \
   template void attention_forward_grouped<T>(CsrView, GroupsView, const T*, const T*, const T*, const T*,       \
-                                             AttentionDims, double, T*, accumulate_t<T>*, cudaStream_t);
+                                             AttentionDims, const AttentionLayouts&, double, T*, accumulate_t<T>*, \
+                                             cudaStream_t);
 SPATTN_INSTANTIATE(float)
 SPATTN_INSTANTIATE(float16)
 SPATTN_INSTANTIATE(bfloat16)

@@ -10,6 +10,7 @@ bool attention_forward_mma(const GroupedArguments<D>& args, cudaStream_t stream)
     return false;  // tensor cores would round float32 inputs (tf32)
   } else {
     if (!mma_applies(args.head_dim, args.value_dim)) return false;
+    if (!operands_contiguous(args)) return false;  // strided operands: the SIMT kernels
     const int shared_bytes =
         forward_tiles(static_cast<int>(args.head_dim), static_cast<int>(args.value_dim), sizeof(D)).bytes;
     const auto kernel = attention_forward_mma_kernel<D>;

@@ -40,28 +40,23 @@ void spmm_backward(CsrView, TransposedView, const T*, const T*, const T*, T*, T*
   no_cuda();
 }
 template <typename T>
-void attention_forward(CsrView, const T*, const T*, const T*, const T*, AttentionDims, double, T*, accumulate_t<T>*,
-                       cudaStream_t) {
+void attention_forward(CsrView, const T*, const T*, const T*, const T*, AttentionDims, const AttentionLayouts&,
+                       double, T*, accumulate_t<T>*, cudaStream_t) {
   no_cuda();
 }
 template <typename T>
-void attention_forward_grouped(CsrView, GroupsView, const T*, const T*, const T*, const T*, AttentionDims, double,
-                               T*, accumulate_t<T>*, cudaStream_t) {
+void attention_forward_grouped(CsrView, GroupsView, const T*, const T*, const T*, const T*, AttentionDims,
+                               const AttentionLayouts&, double, T*, accumulate_t<T>*, cudaStream_t) {
   no_cuda();
 }
 index_t attention_backward_workspace_size(CsrView, index_t, AttentionDims) { no_cuda(); }
 template <typename T>
-void attention_backward(CsrView, TransposedView, const T*, const T*, const T*, const T*, const T*, const T*,
-                        const accumulate_t<T>*, AttentionDims, double, T*, T*, T*, T*, accumulate_t<T>*,
-                        cudaStream_t) {
-  no_cuda();
-}
-template <typename T>
 void attention_backward(CsrView, TransposedView, GroupsView, const T*, const T*, const T*, const T*, const T*,
-                        const T*, const accumulate_t<T>*, AttentionDims, double, T*, T*, T*, T*, accumulate_t<T>*,
-                        cudaStream_t) {
+                        const T*, const accumulate_t<T>*, AttentionDims, const AttentionLayouts&, double, T*, T*, T*,
+                        T*, accumulate_t<T>*, cudaStream_t) {
   no_cuda();
 }
+index_t tensor_core_shared_bytes(bool, index_t, index_t, index_t) { no_cuda(); }
 
 #define SPATTN_INSTANTIATE(T)                                                                                  \
   template void sddmm<T>(CsrView, const T*, const T*, T*, index_t, index_t, cudaStream_t);                    \
@@ -72,16 +67,15 @@ void attention_backward(CsrView, TransposedView, GroupsView, const T*, const T*,
   template void spmm<T>(CsrView, const T*, const T*, T*, index_t, index_t, cudaStream_t);                     \
   template void spmm_backward<T>(CsrView, TransposedView, const T*, const T*, const T*, T*, T*, index_t,      \
                                  index_t, cudaStream_t);                                                      \
-  template void attention_forward<T>(CsrView, const T*, const T*, const T*, const T*, AttentionDims, double,  \
-                                     T*, accumulate_t<T>*, cudaStream_t);                                     \
+  template void attention_forward<T>(CsrView, const T*, const T*, const T*, const T*, AttentionDims,          \
+                                     const AttentionLayouts&, double, T*, accumulate_t<T>*, cudaStream_t);    \
   template void attention_forward_grouped<T>(CsrView, GroupsView, const T*, const T*, const T*, const T*,     \
-                                             AttentionDims, double, T*, accumulate_t<T>*, cudaStream_t);      \
-  template void attention_backward<T>(CsrView, TransposedView, const T*, const T*, const T*, const T*,        \
-                                      const T*, const T*, const accumulate_t<T>*, AttentionDims, double, T*,  \
-                                      T*, T*, T*, accumulate_t<T>*, cudaStream_t);                            \
+                                             AttentionDims, const AttentionLayouts&, double, T*,              \
+                                             accumulate_t<T>*, cudaStream_t);                                 \
   template void attention_backward<T>(CsrView, TransposedView, GroupsView, const T*, const T*, const T*,      \
                                       const T*, const T*, const T*, const accumulate_t<T>*, AttentionDims,    \
-                                      double, T*, T*, T*, T*, accumulate_t<T>*, cudaStream_t);
+                                      const AttentionLayouts&, double, T*, T*, T*, T*, accumulate_t<T>*,      \
+                                      cudaStream_t);
 SPATTN_INSTANTIATE(float)
 SPATTN_INSTANTIATE(float16)
 SPATTN_INSTANTIATE(bfloat16)

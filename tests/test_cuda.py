@@ -1,7 +1,7 @@
 """The CUDA kernels against the dense float64 references in reference.py (computed on the CPU from the same
 rounded inputs): every op, float32 / float16 / bfloat16, forward and backward, empty rows, Nq != Nk, head
-dims with and without a fast path, bias; plus opcheck, torch.compile, CUDA graphs and the cuSPARSE baseline.
-Skipped without a GPU."""
+dims with and without a fast path, bias, strided q/k/v (views of one projection) and out in [B, N, H, Dv]
+order; plus opcheck, torch.compile, CUDA graphs and the cuSPARSE baseline. Skipped without a GPU."""
 
 from __future__ import annotations
 
@@ -778,6 +778,118 @@ def test_functional_api_takes_the_grouped_path_for_swin(kind, monkeypatch):
     grad64, grad = randn(2, 4, n_q, 32, dtype=torch.float32, seed=5)
     for name, got, want in zip(("q", "k", "v", "bias"), grads(out, leaves, grad), grads(expected, leaves64, grad64)):
         close(got, want, torch.float32, f"grad_{name}")
+
+
+# ---- strided operands: views of one projection, out in [B, N, H, Dv] order (no copies around the op) --------
+def projection_views(qkv, rank):
+    """q, k, v of a [B, N, 3, H, D] projection: [B, H, N, D] views (rank 4) or, with H = 1, [B, N, D] views."""
+    if rank == 4:
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    return qkv[:, :, :, 0].permute(2, 0, 1, 3).unbind(0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("grouped", [False, True], ids=["rows", "grouped"])
+@pytest.mark.parametrize("kind", ["swin7_shift", "random"])
+@pytest.mark.parametrize("head_dim, rank", [(32, 4), (17, 4), (64, 3)], ids=["d32-4d", "d17-4d", "d64-3d"])
+def test_strided_projection_views_match_the_reference(head_dim, rank, kind, grouped, dtype):
+    """q, k, v read in place from the projection (aligned rows: vector loads; head dim 17: element loads),
+    forward and backward through autograd (the gradient of the projection), bias per head."""
+    pattern = spattn.patterns.swin(14, 14, 7, shift_size=3) if kind == "swin7_shift" else random_pattern(40, 40)
+    batch, n, heads = 2, pattern.shape[0], 2 if rank == 4 else 1
+    qkv64, qkv = randn(batch, n, 3, heads, head_dim, dtype=dtype, seed=11)
+    bias64, bias = randn(heads, pattern.nnz, dtype=dtype, seed=12)
+    leaves, leaves64 = [qkv.requires_grad_(), bias.requires_grad_()], [qkv64.requires_grad_(), bias64.requires_grad_()]
+    q, k, v = projection_views(qkv, rank)
+    assert not (q.is_contiguous() or k.is_contiguous() or v.is_contiguous())
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    scale = head_dim ** -0.5
+    if grouped:
+        p = pattern.to(CUDA)
+        out, lse = spattn_ops.attention_forward_grouped(q, k, v, bias, row_offsets, col_indices, *p.plan(), scale,
+                                                        *transposed, *p.plan_schedule())
+    else:
+        out, lse = spattn_ops.attention_forward(q, k, v, bias, row_offsets, col_indices, scale, *transposed)
+    if rank == 4:
+        assert out.transpose(1, 2).is_contiguous()  # [B, N, H, Dv] order: the usual reshape is a view
+    assert lse.is_contiguous() and lse.shape == q.shape[:-1]
+    expected = reference.attention(*projection_views(qkv64, rank), pattern, bias64, scale)
+    close(out, expected, dtype, "out")
+    grad64, grad = randn(*out.shape, dtype=dtype, seed=13)
+    for name, got, want in zip(("grad_qkv", "grad_bias"), grads(out, leaves, grad), grads(expected, leaves64, grad64)):
+        assert torch.isfinite(got).all(), name
+        close(got, want, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_strided_and_contiguous_operands_agree(dtype):
+    """The same attention from views of a projection and from contiguous copies: equal up to rounding (the
+    contiguous half-precision call may take the tensor-core kernels), forward and backward with the plan."""
+    pattern = spattn.patterns.swin(14, 14, 7, shift_size=3).to(CUDA)
+    _, qkv = randn(4, 196, 3, 4, 32, dtype=dtype, seed=21)
+    _, grad = randn(4, 4, 196, 32, dtype=dtype, seed=22)
+    q, k, v = projection_views(qkv, 4)
+    csr, plan, schedule = (pattern.row_offsets, pattern.col_indices), pattern.plan(), pattern.plan_schedule()
+    transposed_pattern, permutation = pattern.transposed()
+    transposed = (transposed_pattern.row_offsets, transposed_pattern.col_indices, permutation)
+    results = []
+    for operands in ((q, k, v), (q.contiguous(), k.contiguous(), v.contiguous())):
+        out, lse = spattn_ops.attention_forward_grouped(*operands, None, *csr, *plan, 0.25, *transposed, *schedule)
+        gradients = spattn_ops.attention_backward(grad, *operands, None, out, lse, *csr, *transposed, 0.25, False,
+                                                  *plan, *schedule)
+        results.append((out, lse, *gradients[:3]))
+    for name, strided, contiguous in zip(("out", "lse", "grad_q", "grad_k", "grad_v"), *results):
+        close(strided, contiguous, dtype, name)
+
+
+def test_functional_api_reads_projection_views_in_place(monkeypatch):
+    """scaled_dot_product_attention hands the views to the op as they are; the op does not copy them (the
+    binding receives the projection's own memory)."""
+    received = []
+    to_dlpack = ops_cuda.to_dlpack
+    monkeypatch.setattr(ops_cuda, "to_dlpack", lambda t: received.append(t) or to_dlpack(t))
+    pattern = spattn.patterns.swin(14, 14, 7, shift_size=3)
+    _, qkv = randn(2, 196, 3, 4, 32, dtype=torch.bfloat16, seed=31)
+    q, k, v = projection_views(qkv, 4)
+    out = spattn.scaled_dot_product_attention(q, k, v, pattern)
+    for given, passed in zip((q, k, v), received):  # q, k, v go first
+        assert passed.data_ptr() == given.data_ptr() and passed.stride() == given.stride()
+    assert received[0].data_ptr() == qkv.data_ptr() and out.transpose(1, 2).is_contiguous()
+
+
+def test_bindings_check_the_schedule_naming_it():
+    pattern = spattn.patterns.swin(8, 8, 4, shift_size=2).to(CUDA)
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    plan, (steps, unowned) = pattern.plan(), pattern.plan_schedule()
+    q = torch.randn(2, 64, 32, device=CUDA)
+    out, lse = torch.empty_like(q), torch.empty(2, 64, device=CUDA)
+    stream = torch.cuda.current_stream().cuda_stream
+    with pytest.raises(ValueError, match="steps"):
+        _C.cuda_attention_forward_grouped(q, q, q, None, row_offsets, col_indices, *plan, steps.view(-1, 2), 0.2,
+                                          out, lse, stream)
+    with pytest.raises(ValueError, match="steps"):
+        _C.cuda_attention_forward_grouped(q, q, q, None, row_offsets, col_indices, *plan, steps.int(), 0.2, out, lse,
+                                          stream)
+    spattn_ops.attention_forward_grouped(q, q, q, None, row_offsets, col_indices, *plan, 0.2)  # fine without
+    workspace = torch.empty(_C.cuda_attention_backward_workspace_size(2, 64, pattern.nnz, 0), device=CUDA)
+    grads_ = [torch.empty_like(q) for _ in range(3)]
+
+    def backward(steps, unowned):
+        _C.cuda_attention_backward(q, q, q, q, None, out, lse, row_offsets, col_indices, *transposed, 0.2, *grads_,
+                                   None, workspace, *plan, steps, unowned, stream)
+    with pytest.raises(ValueError, match="unowned_columns"):
+        backward(steps, None)
+    with pytest.raises(ValueError, match="unowned_columns"):
+        backward(steps, torch.zeros(65, dtype=torch.int64, device=CUDA))
+    with pytest.raises(ValueError, match="steps"):
+        _C.cuda_attention_backward(q, q, q, q, None, out, lse, row_offsets, col_indices, *transposed, 0.2, *grads_,
+                                   None, workspace, None, None, steps, unowned, stream)
+    with pytest.raises(ValueError, match="out must not overlap"):
+        _C.cuda_attention_forward_grouped(q, q, q, None, row_offsets, col_indices, *plan, steps, 0.2,
+                                          torch.empty(1, 64, 32, device=CUDA).expand(2, 64, 32), lse, stream)
+    with pytest.raises(ValueError, match="contiguous in its last dimension"):
+        _C.cuda_attention_forward(q.transpose(1, 2).contiguous().transpose(1, 2), q, q, None, row_offsets,
+                                  col_indices, 0.2, out, lse, stream)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

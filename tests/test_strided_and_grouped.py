@@ -1,6 +1,7 @@
 """The CPU attention paths that avoid work: strided q/k/v (views of one fused projection, no copies), out
 written in [B, N, H, Dv] order, and the execution plan's grouped kernels (rows sharing their columns run as
-dense problems). Every path against the float64 reference, and the paths against each other."""
+dense problems), with the plan's schedule passed through the ops to the backward. Every path against the
+float64 reference, and the paths against each other."""
 
 from __future__ import annotations
 
@@ -120,6 +121,65 @@ def test_plan_is_used_through_the_functional_api():
     assert len(seen) == 1
 
 
+def test_schedule_reaches_the_grouped_op_and_its_backward(monkeypatch):
+    """The functional API passes the plan's schedule (Pattern.plan_schedule()) to the grouped op, whose
+    autograd hands it to the backward op with the plan (the CUDA tensor-core backward needs it; the CPU
+    kernels ignore it)."""
+    pattern = spattn.patterns.swin(14, 14, 7, shift_size=3)
+    steps, unowned_columns = pattern.plan_schedule()
+    forward_calls, backward_calls = [], []
+    forward, backward = ops.attention_forward_grouped, ops.attention_backward
+    monkeypatch.setattr(ops, "attention_forward_grouped", lambda *a: forward_calls.append(a) or forward(*a))
+    monkeypatch.setattr(ops, "attention_backward", lambda *a: backward_calls.append(a) or backward(*a))
+    qkv, (q, k, v) = fused_projection(2, 196, 2, 16, torch.float64, seed=3)
+    out = spattn.scaled_dot_product_attention(q, k, v, pattern)
+    out.square().sum().backward()
+    assert len(forward_calls) == 1 and len(backward_calls) == 1
+    assert forward_calls[0][-2] is steps and forward_calls[0][-1] is unowned_columns
+    *_, group_offsets, group_rows, given_steps, given_unowned = backward_calls[0]
+    assert group_offsets is pattern.plan()[0] and group_rows is pattern.plan()[1]
+    assert given_steps is steps and given_unowned is unowned_columns
+    # Without a backward pass coming (no transpose passed), the schedule still lands in its own slots.
+    with torch.no_grad():
+        spattn.scaled_dot_product_attention(q, k, v, pattern)
+    assert forward_calls[1][9:12] == (None, None, None) and forward_calls[1][12] is steps
+
+
+@pytest.mark.parametrize("with_schedule", [False, True])
+def test_opcheck_grouped_ops_with_the_schedule(with_schedule):
+    """The grouped forward and the backward with their optional schedule inputs (steps, unowned_columns)."""
+    pattern = spattn.patterns.swin(8, 8, 4, shift_size=2)
+    qkv, (q, k, v) = fused_projection(2, 64, 2, 8, torch.float64, seed=2)
+    bias = torch.randn(2, pattern.nnz, dtype=torch.float64, requires_grad=True)
+    csr = (pattern.row_offsets, pattern.col_indices)
+    transposed_pattern, permutation = pattern.transposed()
+    transposed = (transposed_pattern.row_offsets, transposed_pattern.col_indices, permutation)
+    schedule = pattern.plan_schedule() if with_schedule else (None, None)
+    plan = pattern.plan()
+    torch.library.opcheck(ops.attention_forward_grouped, (q, k, v, bias, *csr, *plan, 0.5, *transposed, *schedule))
+    out, lse = ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, 0.5, *transposed, *schedule)
+    grad_out = torch.randn(out.shape, dtype=torch.float64)
+    detached = [t.detach() for t in (q, k, v, bias, out)]
+    torch.library.opcheck(ops.attention_backward, (grad_out, *detached[:4], detached[4], lse, *csr, *transposed, 0.5,
+                                                   True, *plan, *schedule))
+
+
+def test_tensor_core_shared_bytes_binding():
+    """Answers for both kernels of a CUDA build (no device needed); refuses bad arguments naming them."""
+    if not spattn._C.build_info()["cuda"]:
+        with pytest.raises(ValueError, match="without CUDA"):
+            spattn._C.cuda_tensor_core_shared_bytes("forward", 32, 32, 2)
+        return
+    for kernel in ("forward", "backward"):
+        assert spattn._C.cuda_tensor_core_shared_bytes(kernel, 32, 32, 2) >= 0
+    with pytest.raises(ValueError, match="kernel"):
+        spattn._C.cuda_tensor_core_shared_bytes("sideways", 32, 32, 2)
+    with pytest.raises(ValueError, match="storage_bytes"):
+        spattn._C.cuda_tensor_core_shared_bytes("forward", 32, 32, 3)
+    with pytest.raises(ValueError, match="head_dim"):
+        spattn._C.cuda_tensor_core_shared_bytes("backward", -1, 32, 2)
+
+
 @pytest.mark.parametrize("plan", [False, True])
 @pytest.mark.parametrize("with_transpose", [False, True])
 def test_opcheck_strided_attention(plan, with_transpose):
@@ -192,9 +252,9 @@ def test_binding_refuses_a_plan_that_is_not_the_patterns(case, message):
 
 def test_torch_compile_uses_a_plan_and_transpose_built_before_tracing():
     """Tracing cannot build a plan or a transpose, but a pattern prepared before (Swin layouts and
-    SparseAttention prepare theirs) gets the grouped kernel in the compiled graph, and its transpose goes in
-    as inputs of the forward op, so the backward does not recompute it (spattn::transpose_pattern); results
-    equal eager's."""
+    SparseAttention prepare theirs) gets the grouped kernel in the compiled graph, and its transpose and the
+    plan's schedule go in as inputs of the forward op, so the backward does not recompute the transpose
+    (spattn::transpose_pattern) and gets the schedule; results equal eager's."""
     from spattn.functional import _prepare_pattern
 
     pattern = _prepare_pattern(spattn.patterns.swin(14, 14, 7, shift_size=3))
@@ -208,7 +268,9 @@ def test_torch_compile_uses_a_plan_and_transpose_built_before_tracing():
     calls = [node for graph in explanation.graphs for node in graph.graph.nodes
              if node.target == torch.ops.spattn.attention_forward_grouped.default]
     assert explanation.graph_count == 1 and len(calls) == 1
-    assert len(calls[0].args) + len(calls[0].kwargs) == 12  # q, k, v, bias, CSR, plan, scale, transpose
+    # q, k, v, bias, CSR, plan, scale, transpose, schedule
+    assert len(calls[0].args) == 14 and not calls[0].kwargs
+    assert all(arg is not None for arg in calls[0].args[9:])
     torch._dynamo.reset()
     compiled = torch.compile(loss, fullgraph=True)
     torch.testing.assert_close(torch.autograd.grad(compiled(q), q)[0], torch.autograd.grad(loss(q), q)[0],

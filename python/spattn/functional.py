@@ -3,8 +3,8 @@
 Every function checks its arguments (types, ranks, matching sizes, the pattern's shape, dtypes, devices)
 and raises TypeError/ValueError naming the argument, then calls the custom ops in :mod:`spattn.ops`: the
 building blocks on contiguous inputs with the leading dimensions flattened into one batch axis, the fused
-attention on q, k, v as given (the CPU kernels read strided views without copying them), with the
-pattern's execution plan where it pays and its transpose when a backward pass may follow.
+attention on q, k, v as given (the CPU and CUDA kernels read strided views without copying them), with the
+pattern's execution plan (and its schedule) where it pays and its transpose when a backward pass may follow.
 """
 
 from __future__ import annotations
@@ -185,10 +185,11 @@ def _plan_statistics(pattern: Pattern) -> tuple[int, int]:
 
 
 def _prepare_pattern(pattern: Pattern) -> Pattern:
-    """Builds what the kernels derive from the pattern now (its plan with the plan's statistics, and its
-    transpose; cached on the pattern), so that code traced by torch.compile later finds them: tracing
+    """Builds what the kernels derive from the pattern now (its plan with the plan's schedule and statistics,
+    and its transpose; cached on the pattern), so that code traced by torch.compile later finds them: tracing
     cannot build them. Modules holding a pattern call it."""
     pattern.plan()
+    pattern.plan_schedule()
     _plan_statistics(pattern)
     pattern.transposed()
     return pattern
@@ -209,8 +210,9 @@ def _transposed_for_backward(pattern: Pattern, *tensors: Tensor | None) -> tuple
     return transposed.row_offsets, transposed.col_indices, permutation
 
 
-def _grouped_plan(pattern: Pattern, q: Tensor, v: Tensor) -> tuple[Tensor, Tensor] | None:
-    """The pattern's plan when the grouped kernels should run, else None."""
+def _grouped_plan(pattern: Pattern, q: Tensor, v: Tensor) -> tuple[tuple, tuple] | None:
+    """The pattern's plan ``(group_offsets, group_rows)`` and its schedule ``(steps, unowned_columns)`` when the
+    grouped kernels should run, else None. While tracing, a schedule not built before is ``(None, None)``."""
     n_rows = pattern.shape[0]
     if n_rows == 0:
         return None
@@ -223,12 +225,15 @@ def _grouped_plan(pattern: Pattern, q: Tensor, v: Tensor) -> tuple[Tensor, Tenso
         cpu = pattern._cache.get(("on", torch.device("cpu")), pattern)
         if "plan" not in pattern._cache or "grouped_plan_statistics" not in cpu._cache:
             return None
+        schedule = pattern._cache.get("plan_schedule", (None, None))
+    else:
+        schedule = pattern.plan_schedule()
     groups, largest = _plan_statistics(pattern)
     if n_rows < _GROUPED_MIN_ROWS_PER_GROUP * groups:
         return None
     if q.device.type == "cuda" and largest > _CUDA_GROUPED_MAX_GROUP_ROWS:
         return None
-    return pattern.plan()
+    return pattern.plan(), schedule
 
 
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, bias: Tensor | None = None,
@@ -239,9 +244,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Patte
     pattern of shape ``(Nq, Nk)``; bias None, ``[nnz]`` (shared by all heads) or ``[H, nnz]`` (4-D inputs),
     in CSR order, added to the scaled scores; scale defaults to ``1 / sqrt(D)``. Returns ``[.., Nq, Dv]``;
     queries without entries give 0. With ``dropout_p > 0`` the probabilities are dropped out (unfused path:
-    SDDMM, softmax, dropout, SpMM); otherwise one fused kernel runs, which never stores the scores. On the
-    CPU, q, k and v may be strided views (of one qkv projection, say) and are not copied, and a 4-D result
-    lies in ``[B, Nq, H, Dv]`` memory order (``out.transpose(1, 2)`` is contiguous).
+    SDDMM, softmax, dropout, SpMM); otherwise one fused kernel runs, which never stores the scores. There
+    (CPU and CUDA), q, k and v may be strided views (of one qkv projection, say) and are not copied, and a
+    4-D result lies in ``[B, Nq, H, Dv]`` memory order (``out.transpose(1, 2)`` is contiguous).
     """
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         _check_tensor(tensor, name)
@@ -282,14 +287,16 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Patte
         probabilities = torch.nn.functional.dropout(probabilities, dropout_p, training=True)
         out = ops.spmm(probabilities, v3, *csr, *_transposed_for_backward(pattern, q, k, v, bias))
         return out.view(*q.shape[:-1], v.shape[-1])
-    # The fused ops take q, k, v as they are (on the CPU even strided: views of a fused projection cost no
-    # copy) and return out shaped like q; on the CPU a 4-D out lies in [B, N, H, Dv] memory order.
+    # The fused ops take q, k, v as they are (even strided: views of a fused projection cost no copy) and
+    # return out shaped like q; a 4-D out lies in [B, N, H, Dv] memory order.
     bias2d = None if bias is None else bias.contiguous().view(bias.shape[0] if bias.ndim == 2 else 1, pattern.nnz)
-    plan = _grouped_plan(pattern, q, v)
+    grouped = _grouped_plan(pattern, q, v)
     transposed = _transposed_for_backward(pattern, q, k, v, bias)
     csr = (pattern.row_offsets, pattern.col_indices)
-    if plan is not None:
-        out, _ = ops.attention_forward_grouped(q, k, v, bias2d, *csr, *plan, scale, *transposed)
+    if grouped is not None:
+        plan, schedule = grouped
+        out, _ = ops.attention_forward_grouped(q, k, v, bias2d, *csr, *plan, scale, *(transposed or (None,) * 3),
+                                               *schedule)
     else:
         out, _ = ops.attention_forward(q, k, v, bias2d, *csr, scale, *transposed)
     return out

@@ -190,8 +190,8 @@ spmm.register_autograd(_two_operand_autograd(spmm_backward), setup_context=_save
 
 
 # ---- fused attention -------------------------------------------------------------------------------------
-# q, k, v are [batch, N, D] or [B, H, N, D]. On the CPU they may be strided (views of one fused projection:
-# the kernels take the strides, only the last axis must be contiguous), and a 4-D out is written in
+# q, k, v are [batch, N, D] or [B, H, N, D]. They may be strided (views of one fused projection: the CPU and
+# CUDA kernels take the strides, only the last axis must be contiguous), and a 4-D out is written in
 # [B, N, H, Dv] memory order, so that the usual out.transpose(1, 2).reshape(B, N, H * Dv) is a view: no
 # copies around the kernel. lse is contiguous [.., Nq]. Gradients are contiguous, shaped like the inputs.
 def _rows_contiguous(*tensors):
@@ -200,9 +200,9 @@ def _rows_contiguous(*tensors):
 
 
 def _attention_outputs(q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """``(out, lse)`` as the kernels of q's device write them (see above)."""
+    """``(out, lse)`` as the kernels write them (see above), on every device."""
     lse = q.new_empty(q.shape[:-1], dtype=_lse_dtype(q.dtype))
-    if q.dim() == 4 and q.device.type == "cpu":
+    if q.dim() == 4:
         batch, heads, rows, _ = q.shape
         return q.new_empty(batch, rows, heads, v.shape[-1]).transpose(1, 2), lse
     return q.new_empty(*q.shape[:-1], v.shape[-1]), lse
@@ -238,12 +238,16 @@ def _(q, k, v, bias, row_offsets, col_indices, scale, t_row_offsets=None, t_col_
     schema="(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor out, Tensor lse, "
            "Tensor row_offsets, Tensor col_indices, Tensor t_row_offsets, Tensor t_col_indices, "
            "Tensor permutation, float scale, bool bias_requires_grad, Tensor? group_offsets=None, "
-           "Tensor? group_rows=None) -> (Tensor, Tensor, Tensor, Tensor?)")
+           "Tensor? group_rows=None, Tensor? steps=None, Tensor? unowned_columns=None) "
+           "-> (Tensor, Tensor, Tensor, Tensor?)")
 def attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices,
-                       permutation, scale, bias_requires_grad, group_offsets=None, group_rows=None):
+                       permutation, scale, bias_requires_grad, group_offsets=None, group_rows=None, steps=None,
+                       unowned_columns=None):
     """``(grad_q, grad_k, grad_v, grad_bias)``; ``grad_bias`` ``[bias_heads, nnz]`` only when
     ``bias_requires_grad`` (and a bias is given), else None. With the pattern's plan (``group_offsets``,
-    ``group_rows``) the CPU kernel runs groups of rows sharing their columns as dense problems."""
+    ``group_rows``) the CPU kernel runs groups of rows sharing their columns as dense problems; the plan's
+    schedule (``steps``, ``unowned_columns``: Pattern.plan_schedule()) serves the CUDA tensor-core kernel and
+    is ignored on the CPU."""
     grad_out, q, k, v, out = _rows_contiguous(grad_out, q, k, v, out)
     bias, lse = _contiguous(bias, lse)
     grad_q, grad_k, grad_v = _contiguous_like(q, k, v)
@@ -259,12 +263,13 @@ def attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indic
 
 @attention_backward.register_fake
 def _(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices, permutation,
-      scale, bias_requires_grad, group_offsets=None, group_rows=None):
+      scale, bias_requires_grad, group_offsets=None, group_rows=None, steps=None, unowned_columns=None):
     grad_bias = _contiguous_like(bias)[0] if bias is not None and bias_requires_grad else None
     return (*_contiguous_like(q, k, v), grad_bias)
 
 
-def _attention_setup_context(ctx, inputs, output, plan=(None, None)):
+def _attention_setup_context(ctx, inputs, output, plan=(None, None, None, None)):
+    """``plan``: (group_offsets, group_rows, steps, unowned_columns), each None without a plan (schedule)."""
     q, k, v, bias, row_offsets, col_indices, scale, *transposed = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, bias, out, lse, row_offsets, col_indices, *plan, *transposed)
@@ -275,11 +280,13 @@ def _attention_setup_context(ctx, inputs, output, plan=(None, None)):
 
 
 def _attention_autograd(ctx, grad_out, grad_lse):
-    q, k, v, bias, out, lse, row_offsets, col_indices, group_offsets, group_rows, *transposed = ctx.saved_tensors
-    transposed = _given_or_computed_transpose(transposed, row_offsets, col_indices, k.shape[-2])
+    q, k, v, bias, out, lse, row_offsets, col_indices, *plan, t_row_offsets, t_col_indices, permutation = \
+        ctx.saved_tensors
+    transposed = _given_or_computed_transpose((t_row_offsets, t_col_indices, permutation), row_offsets, col_indices,
+                                              k.shape[-2])
     grad_q, grad_k, grad_v, grad_bias = attention_backward(
         grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, *transposed, ctx.scale, ctx.bias_requires_grad,
-        group_offsets, group_rows)
+        *plan)
     return grad_q, grad_k, grad_v, grad_bias, None, None, None, None, None, None
 
 
@@ -290,31 +297,35 @@ attention_forward.register_autograd(_attention_autograd, setup_context=_attentio
 # attention_forward with the pattern's plan (Pattern.plan(): group_offsets, group_rows): the kernels serve
 # each group of rows sharing their columns as one small dense problem (CPU: register-blocked products over
 # keys and values gathered once; CUDA: keys and values in shared memory). Same results up to rounding; the
-# backward gets the plan too.
+# backward gets the plan too. The plan's schedule (Pattern.plan_schedule(): steps, unowned_columns), optional,
+# serves the CUDA tensor-core kernels; the CPU ignores it. Like the transpose, it reaches the backward as an
+# input of the forward op.
 @torch.library.custom_op("spattn::attention_forward_grouped", mutates_args=(), device_types="cpu")
 def attention_forward_grouped(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], row_offsets: Tensor,
                               col_indices: Tensor, group_offsets: Tensor, group_rows: Tensor, scale: float,
                               t_row_offsets: Optional[Tensor] = None, t_col_indices: Optional[Tensor] = None,
-                              permutation: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+                              permutation: Optional[Tensor] = None, steps: Optional[Tensor] = None,
+                              unowned_columns: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """``out [.., Nq, Dv]`` and ``lse [.., Nq]``, as :func:`attention_forward`."""
     return _cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale)
 
 
 @attention_forward_grouped.register_fake
 def _(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale, t_row_offsets=None,
-      t_col_indices=None, permutation=None):
+      t_col_indices=None, permutation=None, steps=None, unowned_columns=None):
     return _attention_outputs(q, v)
 
 
 def _attention_grouped_setup_context(ctx, inputs, output):
-    q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale, *transposed = inputs
-    _attention_setup_context(ctx, (q, k, v, bias, row_offsets, col_indices, scale, *transposed), output,
-                             (group_offsets, group_rows))
+    (q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale, t_row_offsets, t_col_indices,
+     permutation, steps, unowned_columns) = inputs
+    _attention_setup_context(ctx, (q, k, v, bias, row_offsets, col_indices, scale, t_row_offsets, t_col_indices,
+                                   permutation), output, (group_offsets, group_rows, steps, unowned_columns))
 
 
 def _attention_grouped_autograd(ctx, grad_out, grad_lse):
     grad_q, grad_k, grad_v, grad_bias, *_ = _attention_autograd(ctx, grad_out, grad_lse)
-    return grad_q, grad_k, grad_v, grad_bias, None, None, None, None, None, None, None, None
+    return (grad_q, grad_k, grad_v, grad_bias) + (None,) * 10
 
 
 attention_forward_grouped.register_autograd(_attention_grouped_autograd,

@@ -42,13 +42,6 @@ def _dl(tensor: torch.Tensor | None):
     return None if tensor is None else to_dlpack(tensor.contiguous())
 
 
-def _bias_2d(bias: torch.Tensor | None) -> torch.Tensor | None:
-    """The kernels read bias as [bias_heads, nnz]; a [nnz] bias is one shared head."""
-    if bias is None:
-        return None
-    return _c(bias.unsqueeze(0) if bias.dim() == 1 else bias)
-
-
 def _register(name: str):
     return torch.library.register_kernel(f"spattn::{name}", "cuda")
 
@@ -109,65 +102,63 @@ def _spmm_backward(grad_out, values, b, row_offsets, col_indices, t_row_offsets,
 
 
 # ---- fused attention -------------------------------------------------------------------------------------
-# The ops take [batch, N, D] or [B, H, N, D]; the CUDA kernels read contiguous [batch, N, D].
-def _flat(tensor: torch.Tensor) -> torch.Tensor:
-    batch = math.prod(tensor.shape[:-2])
-    return tensor.contiguous().view(batch, *tensor.shape[-2:])
-
-
-def _flat_lse(lse: torch.Tensor) -> torch.Tensor:
-    return lse.view(math.prod(lse.shape[:-1]), lse.shape[-1])
+# As on the CPU (see ops.py): q, k, v, out and grad_out are read in place, strided ([batch, N, D] or
+# [B, H, N, D] views, e.g. of one [B, N, 3, H, D] projection); only a last axis that is not contiguous costs a
+# copy. A 4-D out is written in [B, N, H, Dv] memory order; lse and the gradients are contiguous. bias is
+# [bias_heads, nnz] (spattn.functional passes it so).
+def _strided(tensor: torch.Tensor | None):
+    """A DLPack capsule of the tensor as it lies (the bindings take the strides)."""
+    return None if tensor is None else to_dlpack(tensor)
 
 
 @_register("attention_forward")
 def _attention_forward(q, k, v, bias, row_offsets, col_indices, scale, t_row_offsets=None, t_col_indices=None,
                        permutation=None):
     # The transposed pattern (used by the backward only) is not read here.
-    out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
-    lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
+    q, k, v = ops._rows_contiguous(q, k, v)
+    out, lse = ops._attention_outputs(q, v)
     with _on_device(q):
-        _C.cuda_attention_forward(_dl(_flat(q)), _dl(_flat(k)), _dl(_flat(v)), _dl(_bias_2d(bias)), _dl(row_offsets),
-                                  _dl(col_indices), float(scale), _dl(_flat(out)), _dl(_flat_lse(lse)),
-                                  _stream(q))
+        _C.cuda_attention_forward(_strided(q), _strided(k), _strided(v), _dl(bias), _dl(row_offsets), _dl(col_indices),
+                                  float(scale), _strided(out), _strided(lse), _stream(q))
     return out, lse
 
 
 @_register("attention_forward_grouped")
 def _attention_forward_grouped(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale,
-                               t_row_offsets=None, t_col_indices=None, permutation=None):
-    out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
-    lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
+                               t_row_offsets=None, t_col_indices=None, permutation=None, steps=None,
+                               unowned_columns=None):
+    # With the plan's schedule (steps), float16 / bfloat16 may run the tensor-core kernel over it.
+    q, k, v = ops._rows_contiguous(q, k, v)
+    out, lse = ops._attention_outputs(q, v)
     with _on_device(q):
-        _C.cuda_attention_forward_grouped(_dl(_flat(q)), _dl(_flat(k)), _dl(_flat(v)), _dl(_bias_2d(bias)),
-                                          _dl(row_offsets), _dl(col_indices), _dl(group_offsets), _dl(group_rows),
-                                          float(scale), _dl(_flat(out)), _dl(_flat_lse(lse)), _stream(q))
+        _C.cuda_attention_forward_grouped(_strided(q), _strided(k), _strided(v), _dl(bias), _dl(row_offsets),
+                                          _dl(col_indices), _dl(group_offsets), _dl(group_rows), _dl(steps),
+                                          float(scale), _strided(out), _strided(lse), _stream(q))
     return out, lse
 
 
 @_register("attention_backward")
 def _attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices,
-                        permutation, scale, bias_requires_grad, group_offsets=None, group_rows=None):
-    # With the plan (group_offsets, group_rows), float16 / bfloat16 run the tensor-core kernel over its groups.
-    bias_2d = _bias_2d(bias)
-    grad_q = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    grad_k = torch.empty(k.shape, dtype=k.dtype, device=k.device)
-    grad_v = torch.empty(v.shape, dtype=v.dtype, device=v.device)
-    grad_bias_2d = None
-    if bias_2d is not None and bias_requires_grad:
-        grad_bias_2d = torch.empty(bias_2d.shape, dtype=bias_2d.dtype, device=bias_2d.device)
-    bias_heads = 0 if grad_bias_2d is None else bias_2d.shape[0]
+                        permutation, scale, bias_requires_grad, group_offsets=None, group_rows=None, steps=None,
+                        unowned_columns=None):
+    # With the plan (group_offsets, group_rows) and its schedule (steps, unowned_columns), float16 / bfloat16
+    # run the tensor-core kernel over its groups.
+    grad_out, q, k, v, out = ops._rows_contiguous(grad_out, q, k, v, out)
+    grad_q, grad_k, grad_v = ops._contiguous_like(q, k, v)
+    grad_bias = None
+    if bias is not None and bias_requires_grad:
+        grad_bias = torch.empty(bias.shape, dtype=bias.dtype, device=bias.device)
+    bias_heads = 0 if grad_bias is None else bias.shape[0]
     batch, rows = math.prod(q.shape[:-2]), q.shape[-2]
     # Scratch owned by torch (the core never allocates): row terms and the partial sums of dBias.
     workspace_size = _C.cuda_attention_backward_workspace_size(batch, rows, col_indices.shape[0], bias_heads)
     workspace = torch.empty(workspace_size, dtype=torch.float32, device=q.device)
     with _on_device(q):
-        _C.cuda_attention_backward(_dl(_flat(grad_out)), _dl(_flat(q)), _dl(_flat(k)), _dl(_flat(v)), _dl(bias_2d),
-                                   _dl(_flat(out)), _dl(_flat_lse(lse.contiguous())), _dl(row_offsets),
-                                   _dl(col_indices), _dl(t_row_offsets), _dl(t_col_indices), _dl(permutation),
-                                   float(scale), _dl(_flat(grad_q)), _dl(_flat(grad_k)), _dl(_flat(grad_v)),
-                                   _dl(grad_bias_2d), _dl(workspace), _dl(group_offsets), _dl(group_rows),
-                                   _stream(q))
-    grad_bias = None if grad_bias_2d is None else grad_bias_2d.view(bias.shape)
+        _C.cuda_attention_backward(_strided(grad_out), _strided(q), _strided(k), _strided(v), _dl(bias),
+                                   _strided(out), _dl(lse), _dl(row_offsets), _dl(col_indices), _dl(t_row_offsets),
+                                   _dl(t_col_indices), _dl(permutation), float(scale), _strided(grad_q),
+                                   _strided(grad_k), _strided(grad_v), _dl(grad_bias), _dl(workspace),
+                                   _dl(group_offsets), _dl(group_rows), _dl(steps), _dl(unowned_columns), _stream(q))
     return grad_q, grad_k, grad_v, grad_bias
 
 

@@ -1,15 +1,13 @@
 // Bindings of the CUDA kernels (and the cuSPARSE baseline). Every array arrives through DLPack without a
 // copy (torch allocated each output on the device); the dtype is dispatched at run time; kernels are
-// enqueued on `stream` (torch.cuda.current_stream().cuda_stream) and nothing synchronises.
-//
-// Every shape, dtype, layout and device is checked on the host first, so that no size a caller passes can
-// make a kernel read or write out of bounds. The pattern's contents (offsets, column indices, the
-// permutation) live on the device and are not re-read here (that would synchronise): they must come from a
-// validated spattn.Pattern, whose columns are < cols, the dense operand's row count. Errors are
-// spattn::Error (ValueError in Python) naming the argument. In a build without CUDA the functions exist
-// and raise "spattn was built without CUDA support".
+// enqueued on `stream` (torch.cuda.current_stream().cuda_stream) and nothing synchronises. The checks are
+// cuda_arguments.hpp's: every shape, dtype, layout and device on the host first; the pattern's contents
+// must come from a validated spattn.Pattern (columns < cols, the dense operand's row count). The fused
+// attention takes q, k, v, out and grad_out strided (attention_operands.hpp), as on the CPU. In a build
+// without CUDA the functions exist and raise "spattn was built without CUDA support".
 
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
 
 #include <cstdint>
 #include <optional>
@@ -17,143 +15,14 @@
 
 #include "array_checks.hpp"
 #include "arrays.hpp"
+#include "cuda_arguments.hpp"
 #include "spattn/spattn.hpp"
 
 namespace spattn::python {
 
 namespace {
 
-void require_cuda_build() {
-  SPATTN_CHECK(build_info().cuda, "spattn was built without CUDA support");
-}
-
-cudaStream_t as_stream(std::uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
-
-// All arrays of one call sit on the CUDA device of its first array.
-struct Device {
-  int id = -1;
-};
-
-// On the CUDA device, of the given rank, C-contiguous (strides of size-1 axes do not matter).
-void check_layout(const Array& array, const char* name, std::size_t ndim, Device& device) {
-  SPATTN_CHECK(array.device_type() == nb::device::cuda::value, name, " must be on a CUDA device");
-  if (device.id < 0) device.id = array.device_id();
-  SPATTN_CHECK(array.device_id() == device.id, name, " is on cuda:", array.device_id(),
-               " but the other arguments are on cuda:", device.id);
-  check_rank_and_contiguity(array, name, ndim);
-}
-
-const index_t* indices(const Array& array, const char* name, Device& device) {
-  check_layout(array, name, 1, device);
-  SPATTN_CHECK(array.dtype() == nb::dtype<std::int64_t>(), name, " must be int64");
-  return static_cast<const index_t*>(array.data());
-}
-
-// The pattern's shape from the arrays' sizes: row_offsets has rows + 1 entries, col_indices nnz.
-CsrView device_pattern(index_t rows, index_t cols, const Array& row_offsets, const Array& col_indices,
-                       Device& device, const char* prefix = "") {
-  const std::string offsets_name = std::string(prefix) + "row_offsets";
-  const std::string columns_name = std::string(prefix) + "col_indices";
-  const CsrView view{rows, cols, indices(row_offsets, offsets_name.c_str(), device),
-                     indices(col_indices, columns_name.c_str(), device)};
-  SPATTN_CHECK(size(row_offsets, 0) == rows + 1, offsets_name, " must have ", rows + 1,
-               " entries (rows + 1, rows taken from the dense operand), got ", size(row_offsets, 0));
-  return view;
-}
-
-index_t nnz_of(const Array& col_indices) { return size(col_indices, 0); }
-
-TransposedView device_transposed(CsrView pattern, index_t nnz, const Array& t_row_offsets, const Array& t_col_indices,
-                                 const Array& permutation, Device& device) {
-  const CsrView t = device_pattern(pattern.cols, pattern.rows, t_row_offsets, t_col_indices, device, "t_");
-  const index_t* order = indices(permutation, "permutation", device);
-  SPATTN_CHECK(nnz_of(t_col_indices) == nnz && size(permutation, 0) == nnz,
-               "t_col_indices and permutation must have nnz = ", nnz, " entries, got ", nnz_of(t_col_indices),
-               " and ", size(permutation, 0));
-  return {t, order};
-}
-
-// Calls body(T{}) with T the storage type of `array`'s dtype.
-template <typename Body>
-void dispatch(const Array& array, const char* name, const Body& body) {
-  const auto dtype = array.dtype();
-  if (dtype == nb::dtype<float>()) {
-    body(float{});
-  } else if (dtype == float16_dtype) {
-    body(float16{});
-  } else if (dtype == bfloat16_dtype) {
-    body(bfloat16{});
-  } else {
-    detail::throw_error(name, " must be float32, float16 or bfloat16 on CUDA");
-  }
-}
-
-template <typename T>
-T* data(const Array& array) {
-  return static_cast<T*>(array.data());
-}
-
-void check_dense(const Array& array, const char* name, const Array& first, const char* first_name, index_t batch,
-                 Device& device) {
-  check_layout(array, name, 3, device);
-  check_same_dtype(array, name, first, first_name);
-  check_size(array, name, 0, batch, "the batch size");
-}
-
-void check_values(const Array& array, const char* name, const Array& first, const char* first_name, index_t batch,
-                  index_t nnz, Device& device) {
-  check_layout(array, name, 2, device);
-  check_same_dtype(array, name, first, first_name);
-  check_size(array, name, 0, batch, "the batch size");
-  check_size(array, name, 1, nnz, "the pattern's nnz");
-}
-
-void check_like(const Array& array, const char* name, const Array& like, const char* like_name, Device& device) {
-  check_layout(array, name, like.ndim(), device);
-  check_same_dtype(array, name, like, like_name);
-  for (std::size_t axis = 0; axis < like.ndim(); ++axis) check_size(array, name, axis, size(like, axis), like_name);
-}
-
-struct Attention {
-  CsrView pattern;
-  index_t nnz;
-  AttentionDims dims;
-};
-
-// q [batch, rows, D], k [batch, cols, D], v [batch, cols, Dv], bias [bias_heads, nnz] or None, lse [batch, rows]
-// float32.
-Attention check_attention(const Array& q, const Array& k, const Array& v, const OptionalArray& bias,
-                          const Array& row_offsets, const Array& col_indices, const Array& lse, Device& device) {
-  check_layout(q, "q", 3, device);
-  check_dense(k, "k", q, "q", size(q, 0), device);
-  check_dense(v, "v", q, "q", size(q, 0), device);
-  check_size(k, "k", 2, size(q, 2), "q's head dim");
-  check_size(v, "v", 1, size(k, 1), "k's number of keys");
-  check_layout(lse, "lse", 2, device);
-  check_size(lse, "lse", 0, size(q, 0), "the batch size");
-  check_size(lse, "lse", 1, size(q, 1), "the number of queries");
-  SPATTN_CHECK(lse.dtype() == nb::dtype<float>(), "lse must be float32");
-  const CsrView pattern = device_pattern(size(q, 1), size(k, 1), row_offsets, col_indices, device);
-  const index_t nnz = nnz_of(col_indices);
-  AttentionDims dims{size(q, 0), size(q, 2), size(v, 2), 0};
-  SPATTN_CHECK(dims.head_dim <= cuda::max_attention_dim && dims.value_dim <= cuda::max_attention_dim,
-               "q and v: head dims up to ", cuda::max_attention_dim, " are supported on CUDA, got ", dims.head_dim,
-               " and ", dims.value_dim);
-  if (bias) {
-    check_layout(*bias, "bias", 2, device);
-    check_same_dtype(*bias, "bias", q, "q");
-    check_size(*bias, "bias", 1, nnz, "the pattern's nnz");
-    SPATTN_CHECK(size(*bias, 0) >= 1, "bias must have at least one head, got shape ", shape_of(*bias));
-    dims.bias_heads = size(*bias, 0);
-  }
-  return Attention{pattern, nnz, dims};
-}
-
-void check_attention_out(const Array& out, const char* name, const Array& q, const Array& v, Device& device) {
-  check_dense(out, name, q, "q", size(q, 0), device);
-  check_size(out, name, 1, size(q, 1), "the number of queries");
-  check_size(out, name, 2, size(v, 2), "v's last dimension");
-}
+using namespace cuda_arguments;
 
 // The cuSPARSE path: float32 only.
 void check_float32(const Array& array, const char* name) {
@@ -294,17 +163,20 @@ void bind_cuda_kernels(nb::module_& m) {
      nb::arg("t_row_offsets"), nb::arg("t_col_indices"), nb::arg("permutation"), nb::arg("grad_values"),
      nb::arg("grad_b"), nb::arg("stream"));
 
+  // q [.., Nq, D], k [.., Nk, D], v [.., Nk, Dv], out [.., Nq, Dv]: 3-D or 4-D, strided (last axis
+  // contiguous); lse [.., Nq] float32 contiguous; bias [bias_heads, nnz] or None.
   m.def("cuda_attention_forward", [](Array q, Array k, Array v, OptionalArray bias, Array row_offsets,
                                      Array col_indices, double scale, Array out, Array lse, std::uintptr_t stream) {
     require_cuda_build();
     Device device;
-    const Attention attention = check_attention(q, k, v, bias, row_offsets, col_indices, lse, device);
-    check_attention_out(out, "out", q, v, device);
+    Attention attention = check_attention(q, k, v, bias, row_offsets, col_indices, lse, device);
+    attention.layouts.out = checked_out(out, "out", q, attention, device);
+    check_no_overlap(out, "out");
     nb::gil_scoped_release release;
     dispatch(q, "q", [&](auto tag) {
       using T = decltype(tag);
       cuda::attention_forward(attention.pattern, data<T>(q), data<T>(k), data<T>(v),
-                              bias ? data<T>(*bias) : nullptr, attention.dims, scale, data<T>(out),
+                              bias ? data<T>(*bias) : nullptr, attention.dims, attention.layouts, scale, data<T>(out),
                               data<float>(lse), as_stream(stream));
     });
   }, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("bias").none(), nb::arg("row_offsets"),
@@ -318,18 +190,21 @@ void bind_cuda_kernels(nb::module_& m) {
                                                    AttentionDims{batch, 0, 0, bias_heads});
   }, nb::arg("batch"), nb::arg("rows"), nb::arg("nnz"), nb::arg("bias_heads"));
 
+  // Operands as cuda_attention_forward (grad_out like out); grad_q, grad_k, grad_v contiguous, shaped like q,
+  // k, v. The plan (group_offsets, group_rows) and its schedule (steps, unowned_columns) are optional.
   m.def("cuda_attention_backward", [](Array grad_out, Array q, Array k, Array v, OptionalArray bias, Array out,
                                       Array lse, Array row_offsets, Array col_indices, Array t_row_offsets,
                                       Array t_col_indices, Array permutation, double scale, Array grad_q,
                                       Array grad_k, Array grad_v, OptionalArray grad_bias, Array workspace,
-                                      OptionalArray group_offsets, OptionalArray group_rows, std::uintptr_t stream) {
+                                      OptionalArray group_offsets, OptionalArray group_rows, OptionalArray steps,
+                                      OptionalArray unowned_columns, std::uintptr_t stream) {
     require_cuda_build();
     Device device;
-    const Attention attention = check_attention(q, k, v, bias, row_offsets, col_indices, lse, device);
+    Attention attention = check_attention(q, k, v, bias, row_offsets, col_indices, lse, device);
     const TransposedView transposed =
         device_transposed(attention.pattern, attention.nnz, t_row_offsets, t_col_indices, permutation, device);
-    check_attention_out(out, "out", q, v, device);
-    check_like(grad_out, "grad_out", out, "out", device);
+    attention.layouts.out = checked_out(out, "out", q, attention, device);
+    attention.layouts.grad_out = checked_out(grad_out, "grad_out", q, attention, device);
     check_like(grad_q, "grad_q", q, "q", device);
     check_like(grad_k, "grad_k", k, "k", device);
     check_like(grad_v, "grad_v", v, "v", device);
@@ -344,31 +219,36 @@ void bind_cuda_kernels(nb::module_& m) {
     const index_t needed = cuda::attention_backward_workspace_size(attention.pattern, attention.nnz, sizing);
     SPATTN_CHECK(size(workspace, 0) >= needed, "workspace must have at least ", needed, " elements, got ",
                  size(workspace, 0));
-    // The execution plan (optional): group_offsets [groups + 1], group_rows [rows], both or neither.
-    SPATTN_CHECK(group_offsets.has_value() == group_rows.has_value(),
-                 "group_offsets and group_rows must be given together");
-    GroupsView groups;
-    if (group_offsets) {
-      groups.group_offsets = indices(*group_offsets, "group_offsets", device);
-      SPATTN_CHECK(size(*group_offsets, 0) >= 1, "group_offsets must have groups + 1 >= 1 entries, got 0");
-      groups.groups = size(*group_offsets, 0) - 1;
-      groups.group_rows = indices(*group_rows, "group_rows", device);
-      SPATTN_CHECK(size(*group_rows, 0) == attention.pattern.rows, "group_rows must have ", attention.pattern.rows,
-                   " entries (every row in one group), got ", size(*group_rows, 0));
-    }
+    const GroupsView groups =
+        device_groups(attention.pattern, group_offsets, group_rows, steps, unowned_columns, true, device);
     nb::gil_scoped_release release;
     dispatch(q, "q", [&](auto tag) {
       using T = decltype(tag);
       cuda::attention_backward(attention.pattern, transposed, groups, data<T>(q), data<T>(k), data<T>(v),
                                bias ? data<T>(*bias) : nullptr, data<T>(out), data<T>(grad_out), data<float>(lse),
-                               attention.dims, scale, data<T>(grad_q), data<T>(grad_k), data<T>(grad_v),
-                               grad_bias ? data<T>(*grad_bias) : nullptr, data<float>(workspace), as_stream(stream));
+                               attention.dims, attention.layouts, scale, data<T>(grad_q), data<T>(grad_k),
+                               data<T>(grad_v), grad_bias ? data<T>(*grad_bias) : nullptr, data<float>(workspace),
+                               as_stream(stream));
     });
   }, nb::arg("grad_out"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("bias").none(), nb::arg("out"),
      nb::arg("lse"), nb::arg("row_offsets"), nb::arg("col_indices"), nb::arg("t_row_offsets"),
      nb::arg("t_col_indices"), nb::arg("permutation"), nb::arg("scale"), nb::arg("grad_q"), nb::arg("grad_k"),
      nb::arg("grad_v"), nb::arg("grad_bias").none(), nb::arg("workspace"), nb::arg("group_offsets").none(),
-     nb::arg("group_rows").none(), nb::arg("stream"));
+     nb::arg("group_rows").none(), nb::arg("steps").none(), nb::arg("unowned_columns").none(),
+     nb::arg("stream"));
+
+  // Dynamic shared memory per block of the tensor-core kernel over the plan's schedule, in bytes: kernel
+  // "forward" or "backward", head dims, storage_bytes 2 (float16 / bfloat16) or 4. For benchmarks and reports.
+  m.def("cuda_tensor_core_shared_bytes", [](const std::string& kernel, index_t head_dim, index_t value_dim,
+                                            index_t storage_bytes) {
+    require_cuda_build();
+    SPATTN_CHECK(kernel == "forward" || kernel == "backward", "kernel must be 'forward' or 'backward', got '", kernel,
+                 "'");
+    SPATTN_CHECK(head_dim >= 0 && value_dim >= 0, "head_dim and value_dim must be non-negative, got ", head_dim,
+                 " and ", value_dim);
+    SPATTN_CHECK(storage_bytes == 2 || storage_bytes == 4, "storage_bytes must be 2 or 4, got ", storage_bytes);
+    return cuda::tensor_core_shared_bytes(kernel == "backward", head_dim, value_dim, storage_bytes);
+  }, nb::arg("kernel"), nb::arg("head_dim"), nb::arg("value_dim"), nb::arg("storage_bytes"));
 
   // ---- cuSPARSE baseline (float32). Workspace sizes in bytes; the workspace is any CUDA array that large.
   m.def("cusparse_sddmm_workspace_size", [](Array a, Array b, Array row_offsets, Array col_indices, Array out) {

@@ -42,9 +42,22 @@ void spmm_backward(CsrView pattern, TransposedView transposed, const T* grad_out
 // head_dim and value_dim up to max_attention_dim (fast paths for 32, 64 and 128 when both are equal).
 inline constexpr index_t max_attention_dim = 1024;
 
+// q, k, v and out are read and written through `layouts` (spattn/kernels.hpp; dims.heads gives H), so that
+// they can be strided views of one projection ([B, N, 3, H, D]) and out can be written in [B, N, H, Dv]
+// order; lse is contiguous [batch, rows]. Vector loads are used where every row of an operand is aligned
+// for them (base pointer and strides), element loads otherwise.
 template <typename T>
 void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, const T* bias, AttentionDims dims,
-                       double scale, T* out, accumulate_t<T>* lse, cudaStream_t stream);
+                       const AttentionLayouts& layouts, double scale, T* out, accumulate_t<T>* lse,
+                       cudaStream_t stream);
+
+// Contiguous operands.
+template <typename T>
+void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, const T* bias, AttentionDims dims,
+                       double scale, T* out, accumulate_t<T>* lse, cudaStream_t stream) {
+  attention_forward(pattern, q, k, v, bias, dims, AttentionLayouts::contiguous(pattern, dims), scale, out, lse,
+                    stream);
+}
 
 // The same forward over the pattern's execution plan (spattn::build_plan of this pattern, its arrays on the
 // device; every row in exactly one group): one thread block per (problem, group) gathers the group's keys
@@ -53,13 +66,23 @@ void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, cons
 // type before P V, as flash attention does), float32 stays in float32. Same contract and
 // semantics as attention_forward, results equal up to rounding. Head dims above max_grouped_attention_dim
 // (or a device without the shared memory) run attention_forward instead. Like the pattern, the plan's
-// contents are read on the device unchecked: they must come from build_plan.
+// contents are read on the device unchecked: they must come from build_plan. Operands through `layouts`, as
+// attention_forward; the plan's schedule (groups.steps) is optional.
 inline constexpr index_t max_grouped_attention_dim = 128;
 
 template <typename T>
 void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, const T* k, const T* v,
+                               const T* bias, AttentionDims dims, const AttentionLayouts& layouts, double scale,
+                               T* out, accumulate_t<T>* lse, cudaStream_t stream);
+
+// Contiguous operands.
+template <typename T>
+void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, const T* k, const T* v,
                                const T* bias, AttentionDims dims, double scale, T* out, accumulate_t<T>* lse,
-                               cudaStream_t stream);
+                               cudaStream_t stream) {
+  attention_forward_grouped(pattern, groups, q, k, v, bias, dims, AttentionLayouts::contiguous(pattern, dims),
+                            scale, out, lse, stream);
+}
 
 // Scratch needed by attention_backward, in floats: the row terms rowsum(grad_out * out) [batch, rows], a
 // group index per row (2 floats each) and, for a bias gradient, deterministic partial sums of it (about
@@ -70,22 +93,44 @@ index_t attention_backward_workspace_size(CsrView pattern, index_t nnz, Attentio
 
 // grad_bias may be null (no bias gradient wanted); it is summed over the problems sharing a head, in a
 // fixed order. dK and dV walk the transposed pattern.
+//
+// With the pattern's execution plan (as attention_forward_grouped; an empty GroupsView for none): for float16
+// and bfloat16 with head dims up to 128 on sm_80 or newer, a tensor-core kernel walks the plan's groups: it
+// computes dQ and the bias gradient, and dK and dV of every column whose entries all lie in one group of at
+// most 64 rows (every key of a Swin window); a column pass takes the other columns. Deterministic either way.
+// q, k, v, out and grad_out are read through `layouts` (as attention_forward); grad_q, grad_k and grad_v are
+// contiguous [batch, N, dim].
 template <typename T>
-void attention_backward(CsrView pattern, TransposedView transposed, const T* q, const T* k, const T* v,
-                        const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
-                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
-                        accumulate_t<T>* workspace, cudaStream_t stream);
+void attention_backward(CsrView pattern, TransposedView transposed, GroupsView groups, const T* q, const T* k,
+                        const T* v, const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
+                        AttentionDims dims, const AttentionLayouts& layouts, double scale, T* grad_q, T* grad_k,
+                        T* grad_v, T* grad_bias, accumulate_t<T>* workspace, cudaStream_t stream);
 
-// The same over the pattern's execution plan (as attention_forward_grouped; an empty GroupsView for none).
-// For float16 and bfloat16 with head dims up to 128 on sm_80 or newer, a tensor-core kernel walks the plan's
-// groups: it computes dQ and the bias gradient's partial sums, and dK and dV of every column whose entries
-// all lie in one group of at most 64 rows (every key of a Swin window); the column pass of the kernel above
-// takes the other columns. Otherwise this is the overload above. Deterministic either way.
+// Contiguous operands, with a plan.
 template <typename T>
 void attention_backward(CsrView pattern, TransposedView transposed, GroupsView groups, const T* q, const T* k,
                         const T* v, const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
                         AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
-                        accumulate_t<T>* workspace, cudaStream_t stream);
+                        accumulate_t<T>* workspace, cudaStream_t stream) {
+  attention_backward(pattern, transposed, groups, q, k, v, bias, out, grad_out, lse, dims,
+                     AttentionLayouts::contiguous(pattern, dims), scale, grad_q, grad_k, grad_v, grad_bias, workspace,
+                     stream);
+}
+
+// Contiguous operands, no plan.
+template <typename T>
+void attention_backward(CsrView pattern, TransposedView transposed, const T* q, const T* k, const T* v,
+                        const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
+                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
+                        accumulate_t<T>* workspace, cudaStream_t stream) {
+  attention_backward(pattern, transposed, GroupsView{}, q, k, v, bias, out, grad_out, lse, dims, scale, grad_q,
+                     grad_k, grad_v, grad_bias, workspace, stream);
+}
+
+// Dynamic shared memory per block, in bytes, of the tensor-core kernel over the plan's schedule (backward:
+// the backward's, else the forward's) for these head dims and storage type size (2 for float16 / bfloat16);
+// for benchmarks and reports. (Host code; no device is touched.)
+index_t tensor_core_shared_bytes(bool backward, index_t head_dim, index_t value_dim, index_t storage_bytes);
 
 // ---- cuSPARSE baseline (float32; needs a build with cuSPARSE, see cusparse_version()) ---------------------
 // The same SDDMM and SpMM through cusparseSDDMM / cusparseSpMM, one library call per problem (cuSPARSE's

@@ -1,0 +1,69 @@
+#pragma once
+// The strided operands of the fused attention bindings, CPU (bind_cpu_attention.cpp) and CUDA
+// (bind_cuda_kernels.cpp, bind_plan.cpp): q, k, v, out and grad_out are [batch, N, dim] or [B, H, N, dim] with
+// any non-negative strides but a contiguous last axis, so that q, k and v can be views of one fused projection
+// ([B, N, 3, H, D]) and out can be written in [B, N, H, dim] order without copies; the kernels take where
+// their rows live as OperandLayouts (spattn/kernels.hpp). Devices are checked by each backend's binding.
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "array_checks.hpp"
+#include "spattn/kernels.hpp"
+
+namespace spattn::python {
+
+// The problem shape read off q: [batch, rows, D] (heads = 1) or [B, heads, rows, D] (batch = B * heads).
+struct ProblemShape {
+  std::size_t ndim;
+  index_t leading;  // B, or batch for 3-D operands
+  index_t heads;
+  index_t batch() const { return leading * heads; }
+};
+
+inline ProblemShape shape_of_q(const Array& q) {
+  SPATTN_CHECK(q.ndim() == 3 || q.ndim() == 4, "q must be 3-D [batch, N, D] or 4-D [B, H, N, D], got shape ",
+               shape_of(q));
+  return {q.ndim(), size(q, 0), q.ndim() == 4 ? size(q, 1) : 1};
+}
+
+// An operand with q's rank and leading sizes, `rows` rows of `dim`, q's dtype, last axis contiguous. Returns
+// where its rows live; the stride of an axis of extent 1 is never used and is given as 0 (torch gives such
+// axes arbitrary strides, which would otherwise spoil the kernels' alignment checks).
+inline OperandLayout strided_operand(const Array& array, const char* name, const Array& q, ProblemShape shape,
+                                     index_t rows, const char* rows_meaning, index_t dim, const char* dim_meaning) {
+  SPATTN_CHECK(array.ndim() == shape.ndim, name, " must be ", shape.ndim, "-D like q, got shape ", shape_of(array));
+  check_same_dtype(array, name, q, "q");
+  check_size(array, name, 0, shape.leading, "q's dimension 0");
+  if (shape.ndim == 4) check_size(array, name, 1, shape.heads, "q's number of heads");
+  check_size(array, name, shape.ndim - 2, rows, rows_meaning);
+  check_size(array, name, shape.ndim - 1, dim, dim_meaning);
+  SPATTN_CHECK(dim <= 1 || array.stride(shape.ndim - 1) == 1, name,
+               " must be contiguous in its last dimension, got strides with ", array.stride(shape.ndim - 1));
+  for (std::size_t axis = 0; axis < shape.ndim; ++axis) {
+    SPATTN_CHECK(array.stride(axis) >= 0, name, " must not have negative strides");
+  }
+  const auto stride = [&array](std::size_t axis) -> index_t {
+    return array.shape(axis) > 1 ? static_cast<index_t>(array.stride(axis)) : 0;
+  };
+  return {stride(0), shape.ndim == 4 ? stride(1) : 0, stride(shape.ndim - 2)};
+}
+
+// An output written through its strides: no two elements may share memory (an expanded tensor would make
+// threads race), i.e. ordered by stride, every axis steps over the whole extent of the ones below it.
+inline void check_no_overlap(const Array& array, const char* name) {
+  std::vector<std::pair<std::int64_t, std::int64_t>> axes;  // (stride, size) of axes longer than 1
+  for (std::size_t axis = 0; axis < array.ndim(); ++axis) {
+    if (array.shape(axis) > 1) axes.emplace_back(array.stride(axis), static_cast<std::int64_t>(array.shape(axis)));
+  }
+  std::sort(axes.begin(), axes.end());
+  std::int64_t extent = 1;
+  for (const auto& [stride, length] : axes) {
+    SPATTN_CHECK(stride >= extent, name, " must not overlap itself (an expanded or overlapping view)");
+    extent = stride * length;
+  }
+}
+
+}  // namespace spattn::python
