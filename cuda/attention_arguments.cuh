@@ -56,13 +56,10 @@ struct BackwardArguments {
   float* __restrict__ bias_partial;  // workspace [bias_chunks, bias_heads, nnz] (when grad_bias is wanted)
   index_t bias_chunks;
   float scale;
-  // The execution plan (groups = 0 and nulls without one), read by the tensor-core kernel. group_of_row: set
-  // once that kernel has run (the plan group of each row), so the column pass skips the columns it completed;
-  // null: the column pass takes every column.
+  // The execution plan (groups = 0 and nulls without one), read by the tensor-core kernel.
   index_t groups;
   const index_t* __restrict__ group_offsets;
   const index_t* __restrict__ group_rows;
-  const index_t* __restrict__ group_of_row;
   // As in GroupedArguments: the operands' layouts (grad_q, grad_k, grad_v are contiguous [batch, N, dim])
   // and the plan's schedule with the columns its steps do not complete (spattn/plan.hpp).
   index_t heads;
@@ -73,41 +70,18 @@ struct BackwardArguments {
   const index_t* __restrict__ unowned_columns;
 };
 
-// Whether q, k, v and out (and grad_out) lie as contiguous [batch, N, dim] (host side).
-template <typename D>
-bool operands_contiguous(const GroupedArguments<D>& args) {
-  return layout_is_contiguous(args.q_layout, args.batch, args.heads, args.rows, args.head_dim) &&
-         layout_is_contiguous(args.k_layout, args.batch, args.heads, args.cols, args.head_dim) &&
-         layout_is_contiguous(args.v_layout, args.batch, args.heads, args.cols, args.value_dim) &&
-         layout_is_contiguous(args.out_layout, args.batch, args.heads, args.rows, args.value_dim);
-}
-template <typename D>
-bool operands_contiguous(const BackwardArguments<D>& args) {
-  return layout_is_contiguous(args.q_layout, args.batch, args.heads, args.rows, args.head_dim) &&
-         layout_is_contiguous(args.k_layout, args.batch, args.heads, args.cols, args.head_dim) &&
-         layout_is_contiguous(args.v_layout, args.batch, args.heads, args.cols, args.value_dim) &&
-         layout_is_contiguous(args.out_layout, args.batch, args.heads, args.rows, args.value_dim) &&
-         layout_is_contiguous(args.grad_out_layout, args.batch, args.heads, args.rows, args.value_dim);
-}
-
-// Which operands the tensor-core kernels' gather_rows (mma_tiles.cuh) may read 16 bytes at a time.
-struct VectorLoads {
-  bool q, k, v, grad_out;
-};
-// 16-byte aligned rows of a multiple of 8 elements (host side).
-inline bool rows_vectorized(const void* pointer, index_t dim) { return aligned_16(pointer) && dim % 8 == 0; }
-
-// The tensor-core kernels (D = __half or __nv_bfloat16; float returns false). Each returns false, having done
-// nothing, where it does not apply (float32, a head dim above kMaxMmaDim, a device below sm_80, too little
-// shared memory); the caller then runs its other kernels.
+// The register-resident tensor-core kernels over the plan's schedule (attention_*_flash.cu; D = __half or
+// __nv_bfloat16, float returns false). Each returns false, having done nothing, where it does not apply
+// (float32, no schedule, a head dim above kMaxMmaDim, a device below sm_80, too little shared memory); the
+// caller then runs its SIMT kernels.
 template <typename D>
 bool attention_forward_mma(const GroupedArguments<D>& args, cudaStream_t stream);
 
-// Writes delta, dQ of every row, dK and dV of every column owned by a group (all of its entries in one group
-// of at most kMmaChunkRows rows), the bias gradient's partial sums (when args.grad_bias is set), and
-// group_of_row (workspace, [rows]). The caller's column pass must then skip exactly the owned columns: it
-// does when args.group_of_row = group_of_row.
+// Writes delta (args.delta) and dQ of every row, dK and dV of every column a group owns (spattn/plan.hpp),
+// and, when args.grad_bias is set, the bias gradient's partial sums in args.bias_partial, setting
+// args.bias_chunks to the number of chunks it used. The caller then computes dK and dV of the plan's
+// unowned columns and sums the chunks into grad_bias.
 template <typename D>
-bool attention_backward_mma(const BackwardArguments<D>& args, index_t* group_of_row, cudaStream_t stream);
+bool attention_backward_mma(BackwardArguments<D>& args, cudaStream_t stream);
 
 }  // namespace spattn::cuda::detail

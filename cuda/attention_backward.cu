@@ -8,7 +8,6 @@
 
 #include "attention_arguments.cuh"
 #include "attention_workspace.hpp"
-#include "mma_tiles.cuh"
 
 namespace spattn::cuda {
 namespace detail {
@@ -114,8 +113,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 }
 
 // Work item (problem, column): walks the column's entries through the transposed pattern. Over every column
-// (listed false; with args.group_of_row set, those a group owns are skipped), or over the list
-// args.unowned_columns only (listed true: the columns the tensor-core backward leaves).
+// (listed false) or over the list args.unowned_columns only (listed true: the columns the tensor-core
+// backward leaves).
 template <typename Shape, typename D>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     attention_backward_columns_kernel(const BackwardArguments<D> args, const bool listed) {
@@ -130,10 +129,6 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     const index_t problem = item / columns;
     const index_t column = listed ? args.unowned_columns[item % columns] : item % columns;
     const index_t begin = args.transposed_row_offsets[column], end = args.transposed_row_offsets[column + 1];
-    if (!listed && args.group_of_row != nullptr && end > begin) {
-      const index_t group = args.group_of_row[args.transposed_col_indices[begin]];
-      if (column_owned_by_group(end - begin, args.group_offsets[group + 1] - args.group_offsets[group])) continue;
-    }
     const D* q_problem = args.q + args.q_layout.problem_offset(problem, args.heads);
     const D* grad_out_problem = args.grad_out + args.grad_out_layout.problem_offset(problem, args.heads);
     const index_t q_stride = args.q_layout.row_stride, grad_out_stride = args.grad_out_layout.row_stride;
@@ -247,24 +242,16 @@ BackwardArguments<device_t<T>> backward_arguments(CsrView pattern, TransposedVie
 
 // What the SIMT passes below still have to do.
 enum class Remaining {
-  everything,            // no tensor-core kernel ran: the row pass, every column, the sum of the bias partial sums
-  columns_and_bias_sum,  // every column but those a group owns (args.group_of_row set), the bias partial sums' sum
-  unowned_columns,       // the columns of args.unowned_columns only (nothing when there are none)
+  everything,       // no tensor-core kernel ran: the row pass, every column, the sum of the bias partial sums
+  unowned_columns,  // the columns of args.unowned_columns only (none: nothing), the sum of the bias partial sums
 };
 
 // The one place that chooses the tensor-core backward over the plan and says what it leaves to the SIMT
-// passes; args has the plan (and, when given, its schedule). group_of_row: workspace for the wmma kernel.
+// passes; args has the plan (and, when given, its schedule). The register-resident kernel writes delta, dQ,
+// dK and dV of the owned columns and the bias gradient's partial sums (setting args.bias_chunks).
 template <typename D>
-Remaining tensor_core_backward(BackwardArguments<D>& args, index_t* group_of_row, cudaStream_t stream) {
-  // The wmma kernel (attention_backward_mma.cu) until the register-resident one replaces it: it writes delta,
-  // dQ, dK and dV of the columns groups own and the bias gradient's partial sums, and group_of_row, through
-  // which the column pass skips the owned columns.
-  if (!attention_backward_mma(args, group_of_row, stream)) return Remaining::everything;
-  args.group_of_row = group_of_row;
-  return Remaining::columns_and_bias_sum;
-  // The register-resident kernel writes delta, dQ, dK and dV of the owned columns and the whole bias gradient;
-  // the column pass then walks the plan's unowned columns only:
-  //   return attention_backward_mma(args, stream) ? Remaining::unowned_columns : Remaining::everything;
+Remaining tensor_core_backward(BackwardArguments<D>& args, cudaStream_t stream) {
+  return attention_backward_mma(args, stream) ? Remaining::unowned_columns : Remaining::everything;
 }
 
 // The SIMT passes: the row pass (delta, dQ, bias partial sums), the column pass (dK, dV) over every column or
@@ -291,7 +278,7 @@ void launch_backward(const BackwardArguments<D>& args, bool aligned, Remaining r
       SPATTN_CUDA_CHECK_LAUNCH();
     }
   });
-  if (sum_bias && args.bias_heads > 0 && !listed) {
+  if (sum_bias && args.bias_heads > 0) {
     // After the row pass on the same stream. nnz lives on the device, so the grid is fixed and strides.
     attention_backward_bias_kernel<D><<<kBiasSumBlocks, kThreadsPerBlock, 0, stream>>>(
         args.rows, args.row_offsets, args.bias_partial, args.grad_bias, args.bias_heads, args.bias_chunks);
@@ -339,8 +326,7 @@ void attention_backward(CsrView pattern, TransposedView transposed, GroupsView g
     args.unowned_column_count = groups.unowned_column_count;
     args.unowned_columns = groups.unowned_columns;
   }
-  index_t* group_of_row = BackwardWorkspace(workspace, dims.batch, pattern.rows, dims.bias_heads).group_of_row;
-  const Remaining remaining = tensor_core_backward(args, group_of_row, stream);
+  const Remaining remaining = tensor_core_backward(args, stream);
   launch_backward(args, aligned, remaining, stream);
 }
 

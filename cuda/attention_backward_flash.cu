@@ -1,8 +1,7 @@
 // Launches the register-resident tensor-core backward (attention_backward_flash_kernel.cuh) for
-// attention_backward with a plan, and sums the bias gradient's partial sums.
+// attention_backward with a plan (attention_backward.cu then sums the bias gradient's partial sums).
 
 #include "attention_backward_flash_kernel.cuh"
-#include "attention_workspace.hpp"
 
 namespace spattn::cuda::detail {
 
@@ -13,23 +12,8 @@ bool rows_aligned(const void* base, const OperandLayout& layout, index_t dim) {
          layout.row_stride % kPiece == 0 && dim % kPiece == 0;
 }
 
-// grad_bias[e] = sum over the chunks c < chunks of bias_sums[c][e], in chunk order (deterministic), for the
-// bias_heads * nnz entries (nnz read on the device).
-template <typename D>
-__global__ void __launch_bounds__(kThreadsPerBlock)
-    sum_bias_chunks_kernel(const float* __restrict__ bias_sums, index_t chunks, index_t bias_heads,
-                           const index_t* __restrict__ row_offsets, index_t rows, D* __restrict__ grad_bias) {
-  const index_t entries = bias_heads * row_offsets[rows];
-  for (index_t e = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < entries;
-       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    float sum = 0.f;
-    for (index_t c = 0; c < chunks; ++c) sum += bias_sums[c * entries + e];
-    grad_bias[e] = from_float<D>(sum);
-  }
-}
-
 template <typename D, int kMaxDim>
-bool launch_backward(const BackwardArguments<D>& args, FlashOptions gathers, cudaStream_t stream) {
+bool launch_backward(BackwardArguments<D>& args, FlashOptions gathers, cudaStream_t stream) {
   const int shared_bytes = flash_layout(static_cast<int>(args.head_dim), static_cast<int>(args.value_dim),
                                         args.bias != nullptr, true, args.grad_bias != nullptr)
                                .bytes;
@@ -56,19 +40,14 @@ bool launch_backward(const BackwardArguments<D>& args, FlashOptions gathers, cud
   kernel<<<persistent_blocks(kernel_address, kFlashThreads, shared_bytes, items), kFlashThreads,
            static_cast<std::size_t>(shared_bytes), stream>>>(args, options);
   SPATTN_CUDA_CHECK_LAUNCH();
-  if (args.grad_bias != nullptr) {
-    sum_bias_chunks_kernel<D><<<blocks_for(args.bias_heads * args.rows, kThreadsPerBlock), kThreadsPerBlock, 0,
-                                stream>>>(args.bias_partial, chunks, args.bias_heads, args.row_offsets, args.rows,
-                                          args.grad_bias);
-    SPATTN_CUDA_CHECK_LAUNCH();
-  }
+  if (args.grad_bias != nullptr) args.bias_chunks = chunks;  // the caller sums this many slices
   return true;
 }
 
 }  // namespace
 
 template <typename D>
-bool attention_backward_mma(const BackwardArguments<D>& args, cudaStream_t stream) {
+bool attention_backward_mma(BackwardArguments<D>& args, cudaStream_t stream) {
   if constexpr (std::is_same_v<D, float>) {
     return false;  // tensor cores would round float32 inputs (tf32)
   } else {
@@ -88,8 +67,8 @@ bool attention_backward_mma(const BackwardArguments<D>& args, cudaStream_t strea
   }
 }
 
-template bool attention_backward_mma<float>(const BackwardArguments<float>&, cudaStream_t);
-template bool attention_backward_mma<__half>(const BackwardArguments<__half>&, cudaStream_t);
-template bool attention_backward_mma<__nv_bfloat16>(const BackwardArguments<__nv_bfloat16>&, cudaStream_t);
+template bool attention_backward_mma<float>(BackwardArguments<float>&, cudaStream_t);
+template bool attention_backward_mma<__half>(BackwardArguments<__half>&, cudaStream_t);
+template bool attention_backward_mma<__nv_bfloat16>(BackwardArguments<__nv_bfloat16>&, cudaStream_t);
 
 }  // namespace spattn::cuda::detail

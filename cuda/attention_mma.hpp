@@ -10,9 +10,6 @@ namespace spattn::cuda::detail {
 
 // Head dims the tensor-core kernels take (each padded to a multiple of 16).
 inline constexpr index_t kMaxMmaDim = 128;
-// Rows of a group one block takes per pass (mma_tiles.cuh). In the backward, a group of at most this many
-// rows that is the only user of a column reduces that column's dK and dV itself.
-inline constexpr index_t kMmaChunkRows = 64;
 
 // Head dims within kMaxMmaDim and a device of compute capability 8.0 or more (bfloat16 tensor cores).
 bool mma_applies(index_t head_dim, index_t value_dim);

@@ -2,12 +2,12 @@
 // Layout of the attention backward's scratch (host code, shared by the sizing function and the launchers).
 //
 //   delta         [batch, rows]                   rowsum(grad_out * out)
-//   group_of_row  [rows] int64, 8-byte aligned    the plan group of each row (tensor-core path only)
 //   bias_partial  [bias_chunks, bias_heads, nnz]  partial sums of grad_bias, one per chunk of problems
 //
 // The problems sharing a bias head are split into chunks of kProblemsPerBiasChunk: each chunk sums its
 // problems' score gradients into its own slice, and a final pass adds the slices in chunk order. This keeps
-// dBias deterministic (no atomics) while giving the row pass enough parallelism when batch >> heads.
+// dBias deterministic (no atomics) while giving the row pass enough parallelism when batch >> heads. (The
+// tensor-core backward uses as few of these chunks as fill the device, often one per bias head.)
 // The offsets depend on batch and rows only: the launchers do not know nnz (it lives on the device).
 
 #include "spattn/checked_math.hpp"
@@ -24,11 +24,9 @@ inline index_t bias_chunks(index_t batch, index_t bias_heads) {
   return (problems_per_head + kProblemsPerBiasChunk - 1) / kProblemsPerBiasChunk;
 }
 
-// Floats before bias_partial: delta, then group_of_row (two floats per index, starting at an even float).
+// Floats before bias_partial: delta.
 inline index_t backward_workspace_head_floats(index_t batch, index_t rows) {
-  const index_t delta = checked_mul(batch, rows, "attention_backward workspace");
-  const index_t map = checked_mul(rows, 2, "attention_backward workspace");
-  return checked_add(delta + delta % 2, map, "attention_backward workspace");
+  return checked_mul(batch, rows, "attention_backward workspace");
 }
 
 inline index_t backward_workspace_floats(index_t batch, index_t rows, index_t nnz, index_t bias_heads) {
@@ -40,13 +38,11 @@ inline index_t backward_workspace_floats(index_t batch, index_t rows, index_t nn
 // The pieces of a workspace of backward_workspace_floats(batch, rows, nnz, bias_heads) floats.
 struct BackwardWorkspace {
   float* delta;
-  index_t* group_of_row;
   float* bias_partial;
   index_t bias_chunks;
 
   BackwardWorkspace(float* base, index_t batch, index_t rows, index_t bias_heads)
       : delta(base),
-        group_of_row(reinterpret_cast<index_t*>(base + (batch * rows + (batch * rows) % 2))),
         bias_partial(base + backward_workspace_head_floats(batch, rows)),
         bias_chunks(detail::bias_chunks(batch, bias_heads)) {}
 };

@@ -170,12 +170,14 @@ def test_tensor_core_shared_bytes_binding():
         with pytest.raises(ValueError, match="without CUDA"):
             spattn._C.cuda_tensor_core_shared_bytes("forward", 32, 32, 2)
         return
-    for kernel in ("forward", "backward"):
-        assert spattn._C.cuda_tensor_core_shared_bytes(kernel, 32, 32, 2) >= 0
+    forward, backward = (spattn._C.cuda_tensor_core_shared_bytes(kernel, 32, 32, 2) for kernel in ("forward", "backward"))
+    # Two stages of q, k, v (64 rows of 40 elements) and bias runs (64 x 72), at least; the backward adds out, dO.
+    assert 2 * (3 * 64 * 40 * 2 + 64 * 72 * 2) <= forward < backward <= 227 * 1024
+    assert spattn._C.cuda_tensor_core_shared_bytes("forward", 128, 128, 2) > forward
     with pytest.raises(ValueError, match="kernel"):
         spattn._C.cuda_tensor_core_shared_bytes("sideways", 32, 32, 2)
     with pytest.raises(ValueError, match="storage_bytes"):
-        spattn._C.cuda_tensor_core_shared_bytes("forward", 32, 32, 3)
+        spattn._C.cuda_tensor_core_shared_bytes("forward", 32, 32, 4)
     with pytest.raises(ValueError, match="head_dim"):
         spattn._C.cuda_tensor_core_shared_bytes("backward", -1, 32, 2)
 

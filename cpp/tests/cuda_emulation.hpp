@@ -5,12 +5,8 @@
 //
 // A launch runs the grid's blocks one after another; a block is blockDim.x std::threads. __syncthreads and
 // __syncwarp are barriers over the block's or the warp's threads, warp shuffles exchange through a slot per
-// thread between two warp barriers. The wmma functions keep a whole 16 x 16 tile in every lane's fragment:
-// each lane loads all of it, mma_sync computes it in float, and lane 0 alone stores it (so only lane 0's
-// loads decide a result). They add no synchronisation, and lanes yield the processor at their calls: a
-// kernel that reads what other lanes wrote without a __syncwarp between reads stale or NaN values here, as
-// it may on a GPU. They check wmma's rules: 32-byte aligned pointers, leading dimensions of 16 bytes'
-// multiples. Shared memory starts as NaN bytes, so reading memory a kernel never wrote shows.
+// thread between two warp barriers. Shared memory starts as NaN bytes, so reading memory a kernel never
+// wrote shows.
 //
 // The warp-level primitives of cuda/warp_primitives.cuh (mma.sync, ldmatrix, cp.async) are emulated there,
 // lane by lane, on what this header adds for them: exchange_all (every lane of a warp sees every lane's
@@ -226,89 +222,6 @@ inline float __int_as_float(int bits) {
   std::memcpy(&value, &bits, sizeof(value));
   return value;
 }
-
-// ---- wmma ---------------------------------------------------------------------------------------------------
-namespace nvcuda::wmma {
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
-
-template <typename Use, int M, int N, int K, typename T, typename Layout = void>
-struct fragment {
-  static constexpr int kRows = std::is_same_v<Use, matrix_b> ? K : M;
-  static constexpr int kCols = std::is_same_v<Use, matrix_a> ? K : N;
-  float x[kRows * kCols];  // the whole tile, as floats (exact for half types)
-};
-
-namespace detail {
-using spattn_emulation::maybe_yield;
-inline void check_pointer(const void* pointer, unsigned ldm, std::size_t element_bytes) {
-  spattn_emulation::require(reinterpret_cast<std::uintptr_t>(pointer) % 32 == 0,
-                            "wmma pointers must be 32-byte aligned");
-  spattn_emulation::require(ldm * element_bytes % 16 == 0, "wmma leading dimensions must be multiples of 16 bytes");
-}
-inline float as_float(float x) { return x; }
-inline float as_float(__half x) { return __half2float(x); }
-inline float as_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-}  // namespace detail
-
-template <typename Use, int M, int N, int K, typename T, typename Layout, typename S>
-void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const S* pointer, unsigned ldm) {
-  static_assert(std::is_same_v<S, T>, "the pointer's type is the fragment's");
-  detail::maybe_yield();
-  detail::check_pointer(pointer, ldm, sizeof(S));
-  using F = fragment<Use, M, N, K, T, Layout>;
-  for (int i = 0; i < F::kRows; ++i) {
-    for (int j = 0; j < F::kCols; ++j) {
-      const S value = std::is_same_v<Layout, row_major> ? pointer[i * ldm + j] : pointer[i + j * ldm];
-      f.x[i * F::kCols + j] = detail::as_float(value);
-    }
-  }
-}
-
-template <int M, int N, int K>
-void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* pointer, unsigned ldm, layout_t layout) {
-  detail::maybe_yield();
-  detail::check_pointer(pointer, ldm, sizeof(float));
-  for (int i = 0; i < M; ++i) {
-    for (int j = 0; j < N; ++j) f.x[i * N + j] = layout == mem_row_major ? pointer[i * ldm + j] : pointer[i + j * ldm];
-  }
-}
-
-template <int M, int N, int K>
-void store_matrix_sync(float* pointer, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t layout) {
-  detail::maybe_yield();
-  detail::check_pointer(pointer, ldm, sizeof(float));
-  if (threadIdx.x % 32 != 0) return;
-  for (int i = 0; i < M; ++i) {
-    for (int j = 0; j < N; ++j) {
-      (layout == mem_row_major ? pointer[i * ldm + j] : pointer[i + j * ldm]) = f.x[i * N + j];
-    }
-  }
-}
-
-template <typename Use, int M, int N, int K, typename T, typename Layout>
-void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float value) {
-  for (float& x : f.x) x = value;
-}
-
-template <int M, int N, int K, typename T, typename LayoutA, typename LayoutB>
-void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LayoutA>& a,
-              const fragment<matrix_b, M, N, K, T, LayoutB>& b, const fragment<accumulator, M, N, K, float>& c) {
-  float result[M * N];
-  for (int i = 0; i < M; ++i) {
-    for (int j = 0; j < N; ++j) {
-      float sum = c.x[i * N + j];
-      for (int k = 0; k < K; ++k) sum += a.x[i * K + k] * b.x[k * N + j];
-      result[i * N + j] = sum;
-    }
-  }
-  std::memcpy(d.x, result, sizeof(result));
-}
-}  // namespace nvcuda::wmma
 
 namespace spattn_emulation {
 

@@ -413,7 +413,6 @@ Outputs<D> run_backward(const Problem& problem, const Run& run) {
   args.groups = problem.plan.groups();
   args.group_offsets = problem.plan.group_offsets.data();
   args.group_rows = problem.plan.group_rows.data();
-  args.group_of_row = nullptr;
   args.heads = heads;
   args.q_layout = q_layout;
   args.k_layout = k_layout;

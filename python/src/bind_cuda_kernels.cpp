@@ -237,16 +237,17 @@ void bind_cuda_kernels(nb::module_& m) {
      nb::arg("group_rows").none(), nb::arg("steps").none(), nb::arg("unowned_columns").none(),
      nb::arg("stream"));
 
-  // Dynamic shared memory per block of the tensor-core kernel over the plan's schedule, in bytes: kernel
-  // "forward" or "backward", head dims, storage_bytes 2 (float16 / bfloat16) or 4. For benchmarks and reports.
+  // Dynamic shared memory per block of the tensor-core kernel over the plan's schedule, in bytes (with a bias,
+  // and for the backward its gradient): kernel "forward" or "backward", head dims 1 to 128, storage_bytes 2
+  // (float16 / bfloat16: float32 has no tensor-core kernel). For benchmarks and reports.
   m.def("cuda_tensor_core_shared_bytes", [](const std::string& kernel, index_t head_dim, index_t value_dim,
                                             index_t storage_bytes) {
     require_cuda_build();
     SPATTN_CHECK(kernel == "forward" || kernel == "backward", "kernel must be 'forward' or 'backward', got '", kernel,
                  "'");
-    SPATTN_CHECK(head_dim >= 0 && value_dim >= 0, "head_dim and value_dim must be non-negative, got ", head_dim,
-                 " and ", value_dim);
-    SPATTN_CHECK(storage_bytes == 2 || storage_bytes == 4, "storage_bytes must be 2 or 4, got ", storage_bytes);
+    SPATTN_CHECK(head_dim >= 1 && value_dim >= 1 && head_dim <= 128 && value_dim <= 128,
+                 "head_dim and value_dim must be 1 to 128, got ", head_dim, " and ", value_dim);
+    SPATTN_CHECK(storage_bytes == 2, "storage_bytes must be 2 (float16 or bfloat16), got ", storage_bytes);
     return cuda::tensor_core_shared_bytes(kernel == "backward", head_dim, value_dim, storage_bytes);
   }, nb::arg("kernel"), nb::arg("head_dim"), nb::arg("value_dim"), nb::arg("storage_bytes"));
 
