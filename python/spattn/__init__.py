@@ -15,6 +15,7 @@ from .functional import scaled_dot_product_attention, sddmm, sparse_softmax, spm
 from .modules import SparseAttention
 from . import ops_cuda  # noqa: F401  (registers the CUDA kernels of the ops)
 from . import timm
+from . import torchvision
 from .neighborhood_attention import NeighborhoodAttention2D
 
 __version__ = _C.build_info()["version"]
