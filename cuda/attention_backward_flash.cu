@@ -7,11 +7,6 @@ namespace spattn::cuda::detail {
 
 namespace {
 
-bool rows_aligned(const void* base, const OperandLayout& layout, index_t dim) {
-  return aligned_16(base) && layout.batch_stride % kPiece == 0 && layout.head_stride % kPiece == 0 &&
-         layout.row_stride % kPiece == 0 && dim % kPiece == 0;
-}
-
 template <typename D, int kMaxDim>
 bool launch_backward(BackwardArguments<D>& args, FlashOptions gathers, cudaStream_t stream) {
   const int shared_bytes = flash_layout(static_cast<int>(args.head_dim), static_cast<int>(args.value_dim),
@@ -54,11 +49,11 @@ bool attention_backward_mma(BackwardArguments<D>& args, cudaStream_t stream) {
     if (args.steps == nullptr || args.step_count <= 0 || args.batch <= 0) return false;
     if (!mma_applies(args.head_dim, args.value_dim)) return false;
     FlashOptions gathers{};
-    gathers.async = rows_aligned(args.q, args.q_layout, args.head_dim) &&
-                    rows_aligned(args.k, args.k_layout, args.head_dim) &&
-                    rows_aligned(args.v, args.v_layout, args.value_dim) &&
-                    rows_aligned(args.out, args.out_layout, args.value_dim) &&
-                    rows_aligned(args.grad_out, args.grad_out_layout, args.value_dim) &&
+    gathers.async = rows_copyable(args.q, args.q_layout, args.head_dim) &&
+                    rows_copyable(args.k, args.k_layout, args.head_dim) &&
+                    rows_copyable(args.v, args.v_layout, args.value_dim) &&
+                    rows_copyable(args.out, args.out_layout, args.value_dim) &&
+                    rows_copyable(args.grad_out, args.grad_out_layout, args.value_dim) &&
                     (args.bias == nullptr || aligned_16(args.bias));
     const index_t widest = args.head_dim > args.value_dim ? args.head_dim : args.value_dim;
     if (widest <= 32) return launch_backward<D, 32>(args, gathers, stream);

@@ -59,14 +59,10 @@ __global__ void __launch_bounds__(kFlashThreads, flash_backward_blocks_per_sm<kM
   const int head_pairs = t.head_pad / 16, value_pairs = t.value_pad / 16;
   const float scale_log2 = args.scale * kLog2e;
   const index_t nnz = args.row_offsets[args.rows];
-  const D* bias_end = has_bias ? args.bias + args.bias_heads * nnz : nullptr;
   const index_t sets = options.problem_sets;
   const index_t heads_of_sets = sum_bias ? args.bias_heads : 1;
 
-  const index_t items = args.step_count * sets;
-  const index_t per_block = (items + gridDim.x - 1) / gridDim.x;
-  const index_t first_item = static_cast<index_t>(blockIdx.x) * per_block;
-  const index_t last_item = first_item + per_block < items ? first_item + per_block : items;
+  const auto [first_item, last_item] = block_items(args.step_count * sets);
   if (first_item >= last_item) return;  // the whole block
 
   // Problem j of an item's set; -1 past the batch (a set with no problems still writes its zero partials:
@@ -90,38 +86,24 @@ __global__ void __launch_bounds__(kFlashThreads, flash_backward_blocks_per_sm<kM
     if (problem < 0) return;
     char* base = shared + stage * t.stage_bytes;
     const bool async = options.gathers.async;
+    gather_attention_operands<D>(base, t, d, args, problem, tile, nnz, async);
+    // And the rows' out, dO and lse (every tile: a wide step re-reads them; the others have one tile).
     const auto row = [&](int r) { return d.row_ids[r]; };
-    {  // every tile (a wide step re-reads them; the others have one tile)
-      gather_tile(reinterpret_cast<D*>(base + t.queries), t.key_stride, t.head_pad, kFlashRows,
-                  args.q + args.q_layout.problem_offset(problem, args.heads), args.q_layout.row_stride,
-                  args.head_dim, row, async);
-      gather_tile(reinterpret_cast<D*>(base + t.grad_outputs), t.value_stride, t.value_pad, kFlashRows,
-                  args.grad_out + args.grad_out_layout.problem_offset(problem, args.heads),
-                  args.grad_out_layout.row_stride, args.value_dim, row, async);
-      gather_tile(reinterpret_cast<D*>(base + t.outputs), t.value_stride, t.value_pad, kFlashRows,
-                  args.out + args.out_layout.problem_offset(problem, args.heads), args.out_layout.row_stride,
-                  args.value_dim, row, async);
-      float* lse = reinterpret_cast<float*>(base + t.lse);
-      for (int r = threadIdx.x; r < kFlashRows; r += kFlashThreads) {
-        const index_t id = d.row_ids[r];
-        const float* source = args.lse + problem * args.rows + (id >= 0 ? id : 0);
-        if (async) {
-          cp_async_4(lse + r, source, id >= 0 ? 4 : 0);
-        } else {
-          lse[r] = id >= 0 ? *source : 0.f;
-        }
+    gather_tile(reinterpret_cast<D*>(base + t.grad_outputs), t.value_stride, t.value_pad, kFlashRows,
+                args.grad_out + args.grad_out_layout.problem_offset(problem, args.heads),
+                args.grad_out_layout.row_stride, args.value_dim, row, async);
+    gather_tile(reinterpret_cast<D*>(base + t.outputs), t.value_stride, t.value_pad, kFlashRows,
+                args.out + args.out_layout.problem_offset(problem, args.heads), args.out_layout.row_stride,
+                args.value_dim, row, async);
+    float* lse = reinterpret_cast<float*>(base + t.lse);
+    for (int r = threadIdx.x; r < kFlashRows; r += kFlashThreads) {
+      const index_t id = d.row_ids[r];
+      const float* source = args.lse + problem * args.rows + (id >= 0 ? id : 0);
+      if (async) {
+        cp_async_4(lse + r, source, id >= 0 ? 4 : 0);
+      } else {
+        lse[r] = id >= 0 ? *source : 0.f;
       }
-    }
-    const auto key = [&](int slot) { return tile_key(d, args.col_indices, slot, tile); };
-    gather_tile(reinterpret_cast<D*>(base + t.keys), t.key_stride, t.head_pad, kFlashKeys,
-                args.k + args.k_layout.problem_offset(problem, args.heads), args.k_layout.row_stride, args.head_dim,
-                key, async);
-    gather_tile(reinterpret_cast<D*>(base + t.values), t.value_stride, t.value_pad, kFlashKeys,
-                args.v + args.v_layout.problem_offset(problem, args.heads), args.v_layout.row_stride,
-                args.value_dim, key, async);
-    if (has_bias) {
-      gather_bias(reinterpret_cast<D*>(base + t.bias), d, args.bias + (problem % args.bias_heads) * nnz, bias_end,
-                  tile, async);
     }
   };
 

@@ -7,12 +7,6 @@ namespace spattn::cuda::detail {
 
 namespace {
 
-// Rows of `layout` start 16-byte aligned for every problem: the base and every stride multiples of 8 elements.
-bool rows_aligned(const void* base, const OperandLayout& layout, index_t dim) {
-  return aligned_16(base) && layout.batch_stride % kPiece == 0 && layout.head_stride % kPiece == 0 &&
-         layout.row_stride % kPiece == 0 && dim % kPiece == 0;
-}
-
 template <typename D, int kMaxDim>
 bool launch_forward(const GroupedArguments<D>& args, const FlashOptions& options, cudaStream_t stream) {
   const int shared_bytes =
@@ -37,9 +31,9 @@ bool attention_forward_mma(const GroupedArguments<D>& args, cudaStream_t stream)
     if (args.steps == nullptr || args.step_count <= 0 || args.batch <= 0) return false;
     if (!mma_applies(args.head_dim, args.value_dim)) return false;
     FlashOptions options{};
-    options.async = rows_aligned(args.q, args.q_layout, args.head_dim) &&
-                    rows_aligned(args.k, args.k_layout, args.head_dim) &&
-                    rows_aligned(args.v, args.v_layout, args.value_dim) &&
+    options.async = rows_copyable(args.q, args.q_layout, args.head_dim) &&
+                    rows_copyable(args.k, args.k_layout, args.head_dim) &&
+                    rows_copyable(args.v, args.v_layout, args.value_dim) &&
                     (args.bias == nullptr || aligned_16(args.bias));
     const OperandLayout& out = args.out_layout;
     options.pair_stores = reinterpret_cast<std::uintptr_t>(args.out) % 4 == 0 && args.value_dim % 2 == 0 &&

@@ -45,36 +45,15 @@ __global__ void __launch_bounds__(kFlashThreads, flash_forward_blocks_per_sm<kMa
   const int head_steps = t.head_pad / 16, value_pairs = t.value_pad / 16;
   const float scale_log2 = args.scale * kLog2e;
   const index_t nnz = args.row_offsets[args.rows];
-  const D* bias_end = has_bias ? args.bias + args.bias_heads * nnz : nullptr;
 
   // This block's work items: a contiguous range of (step, problem), step-major.
-  const index_t items = args.step_count * args.batch;
-  const index_t per_block = (items + gridDim.x - 1) / gridDim.x;
-  const index_t first_item = static_cast<index_t>(blockIdx.x) * per_block;
-  const index_t last_item = first_item + per_block < items ? first_item + per_block : items;
+  const auto [first_item, last_item] = block_items(args.step_count * args.batch);
   if (first_item >= last_item) return;  // the whole block
 
   // Gathers unit (item, tile) into stage `stage` (every thread; no wait).
   const auto issue = [&](index_t item, int tile, const StepDescriptor& d, int stage) {
-    char* base = shared + stage * t.stage_bytes;
-    const index_t problem = item % args.batch;
-    const bool async = options.async;
-    {  // every tile (a wide step re-reads them; the others have one tile)
-      gather_tile(reinterpret_cast<D*>(base + t.queries), t.key_stride, t.head_pad, kFlashRows,
-                  args.q + args.q_layout.problem_offset(problem, args.heads), args.q_layout.row_stride,
-                  args.head_dim, [&](int r) { return d.row_ids[r]; }, async);
-    }
-    const auto key = [&](int slot) { return tile_key(d, args.col_indices, slot, tile); };
-    gather_tile(reinterpret_cast<D*>(base + t.keys), t.key_stride, t.head_pad, kFlashKeys,
-                args.k + args.k_layout.problem_offset(problem, args.heads), args.k_layout.row_stride, args.head_dim,
-                key, async);
-    gather_tile(reinterpret_cast<D*>(base + t.values), t.value_stride, t.value_pad, kFlashKeys,
-                args.v + args.v_layout.problem_offset(problem, args.heads), args.v_layout.row_stride,
-                args.value_dim, key, async);
-    if (has_bias) {
-      gather_bias(reinterpret_cast<D*>(base + t.bias), d, args.bias + (problem % args.bias_heads) * nnz, bias_end,
-                  tile, async);
-    }
+    gather_attention_operands<D>(shared + stage * t.stage_bytes, t, d, args, item % args.batch, tile, nnz,
+                                 options.async);
   };
 
   // The row state of this lane's two rows (group, group + 8 of the warp's 16), kept over a step's key tiles.

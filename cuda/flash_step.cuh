@@ -293,4 +293,43 @@ __device__ __forceinline__ void gather_bias(D* __restrict__ bias_tile, const Ste
   }
 }
 
+// What both kernels gather for (problem, tile) into a stage: q's rows of the step, the tile's keys and
+// values, and the rows' bias runs. Args: GroupedArguments or BackwardArguments. Every thread calls it.
+template <typename D, typename Args>
+__device__ __forceinline__ void gather_attention_operands(char* stage, const FlashLayout& t, const StepDescriptor& d,
+                                                          const Args& args, index_t problem, int tile, index_t nnz,
+                                                          bool async) {
+  gather_tile(reinterpret_cast<D*>(stage + t.queries), t.key_stride, t.head_pad, kFlashRows,
+              args.q + args.q_layout.problem_offset(problem, args.heads), args.q_layout.row_stride, args.head_dim,
+              [&](int r) { return d.row_ids[r]; }, async);
+  const auto key = [&](int slot) { return tile_key(d, args.col_indices, slot, tile); };
+  gather_tile(reinterpret_cast<D*>(stage + t.keys), t.key_stride, t.head_pad, kFlashKeys,
+              args.k + args.k_layout.problem_offset(problem, args.heads), args.k_layout.row_stride, args.head_dim, key,
+              async);
+  gather_tile(reinterpret_cast<D*>(stage + t.values), t.value_stride, t.value_pad, kFlashKeys,
+              args.v + args.v_layout.problem_offset(problem, args.heads), args.v_layout.row_stride, args.value_dim,
+              key, async);
+  if (args.bias != nullptr) {
+    gather_bias(reinterpret_cast<D*>(stage + t.bias), d, args.bias + (problem % args.bias_heads) * nnz,
+                args.bias + args.bias_heads * nnz, tile, async);
+  }
+}
+
+// The contiguous range [first, last) of the `items` work items this block of a persistent grid takes.
+struct ItemRange {
+  index_t first, last;
+};
+__device__ __forceinline__ ItemRange block_items(index_t items) {
+  const index_t per_block = (items + gridDim.x - 1) / gridDim.x;
+  const index_t first = static_cast<index_t>(blockIdx.x) * per_block;
+  return {first, first + per_block < items ? first + per_block : items};
+}
+
+// Whether a launch may gather an operand with 16-byte cp.async copies (host side): every row of every
+// problem starts 16-byte aligned and holds a multiple of 8 elements.
+template <typename D>
+inline bool rows_copyable(const D* base, const OperandLayout& layout, index_t dim) {
+  return rows_aligned_to(base, layout, kPiece) && dim % kPiece == 0;
+}
+
 }  // namespace spattn::cuda::detail
