@@ -1,7 +1,10 @@
-"""timm vs spattn on whole Swin models: forward and forward+backward (alternating medians in one process)
-and peak memory, for swin_tiny and swin_base. Writes bench/out/swin.md and bench/out/swin.png.
+"""The originals vs spattn on whole Swin models: forward and forward+backward (alternating medians in one
+process) and peak memory, for timm's swin_tiny and swin_base by default, or any `spattn demo --model` spec
+(timm:NAME, torchvision:NAME, a bare timm NAME) with --models SPEC:BATCH ... Writes bench/out/swin.md and
+bench/out/swin.png.
 
     python bench/swin.py [--device cpu|cuda] [--dtype float32|bfloat16] [--rounds 5] [--floor]
+    python bench/swin.py --floor --rounds 3 --models torchvision:swin_t:8 torchvision:swin3d_t:1
 """
 
 from __future__ import annotations
@@ -28,14 +31,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--models", nargs="*", default=None, help="model:batch pairs (default: tiny:8 base:4 on CPU, "
-                        "tiny:64 base:64 on GPU)")
+    parser.add_argument("--models", nargs="*", default=None, help="model:batch pairs, the model a spattn demo spec "
+                        "(torchvision:swin_t:8; default: timm tiny:8 base:4 on CPU, tiny:64 base:64 on GPU)")
     parser.add_argument("--floor", action="store_true", help="also time the model with attention for free (its "
                         "blocks keep only the qkv and output projections): the floor no attention can go below")
     parser.add_argument("--out", default=str(Path(__file__).parent / "out"))
     args = parser.parse_args()
     if args.models:
-        runs = [(m.split(":")[0], int(m.split(":")[1])) for m in args.models]
+        runs = [(m.rpartition(":")[0], int(m.rpartition(":")[2])) for m in args.models]
     elif args.device == "cuda":
         runs = [("swin_tiny_patch4_window7_224", 64), ("swin_base_patch4_window7_224", 64)]
     else:

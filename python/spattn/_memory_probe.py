@@ -1,6 +1,7 @@
-"""Runs one timm model (optionally converted to spattn) in this fresh process and prints the peak resident
+"""Runs one Swin model (optionally converted to spattn) in this fresh process and prints the peak resident
 memory its forward(+backward) needs beyond what the process held before (MiB). Used by
-spattn._benchmark.process_peak_memory; argument: a JSON spec with keys model, batch_size, image_size,
+spattn._benchmark.process_peak_memory; argument: a JSON spec with keys model (a ``spattn demo --model`` spec:
+``timm:NAME``, ``torchvision:NAME`` or a timm NAME), batch_size, size (input size: [H, W] or [T, H, W]),
 converted, backward, threads.
 
 The process's peak (VmHWM) is reset just before the measured run (Linux: writing 5 to /proc/self/clear_refs),
@@ -15,17 +16,13 @@ import torch
 
 
 def main(spec: dict) -> float:
-    import timm
-
-    import spattn.timm
+    from spattn.demo import _load_model
 
     torch.set_num_threads(spec.get("threads", torch.get_num_threads()))
-    torch.manual_seed(0)
-    model = timm.create_model(spec["model"], pretrained=False)
+    loaded = _load_model(spec["model"], spec["batch_size"], spec.get("size", spec.get("image_size")))
+    model, images = loaded.model, loaded.inputs
     if spec["converted"]:
-        spattn.timm.convert(model)
-    size = spec["image_size"]
-    images = torch.randn(spec["batch_size"], 3, size[0], size[1])
+        loaded.convert(model)
 
     def run():
         if spec["backward"]:

@@ -9,10 +9,15 @@ import torch
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
-        "demo", help="timm Swin vs its spattn conversion: equal outputs, speed, memory, pictures")
+        "demo", help="a Swin (timm, torchvision) vs its spattn conversion: equal outputs, speed, memory, pictures")
     parser.add_argument("--model", default=None,
-                        help="timm model name (default: swin_tiny_patch4_window7_224 on CPU, swin_base_patch4_window7_224 on GPU)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 8 on CPU, 32 on GPU")
+                        help="timm:NAME, torchvision:NAME (swin_t/s/b, swin_v2_t/s/b, video swin3d_t/s/b) or a bare "
+                             "timm NAME (default: swin_tiny_patch4_window7_224 on CPU, swin_base_patch4_window7_224 "
+                             "on GPU)")
+    parser.add_argument("--size", default=None,
+                        help="input size HxW (TxHxW for video), e.g. 200x264 (default: the model's own)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: 8 on CPU, 32 on GPU (video: 1 on CPU, 4 on GPU)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="bfloat16 runs under autocast")
@@ -21,8 +26,20 @@ def add_parser(commands) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds (default: 5)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--floor", action="store_true",
-                        help="also time timm with attention for free: the floor no attention can go below")
+                        help="also time the original with attention for free: the floor no attention can go below")
     parser.set_defaults(run=run)
+
+
+def _parse_size(text: str | None, dims: int) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        size = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        size = ()
+    if len(size) != dims or min(size) < 1:
+        raise SystemExit(f"spattn demo: --size must be {'x'.join(['N'] * dims)} with positive sizes, got {text!r}")
+    return size
 
 
 def run(args) -> int:
@@ -32,18 +49,22 @@ def run(args) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("spattn demo: --device cuda, but no CUDA device is available")
     model = args.model or ("swin_base_patch4_window7_224" if device == "cuda" else "swin_tiny_patch4_window7_224")
-    batch_size = args.batch_size or (32 if device == "cuda" else 8)
+    video = model.rpartition(":")[2].startswith("swin3d")
+    batch_size = args.batch_size or ((4 if video else 32) if device == "cuda" else (1 if video else 8))
     if batch_size < 1 or args.rounds < 1:
         raise SystemExit("spattn demo: --batch-size and --rounds must be >= 1")
+    size = _parse_size(args.size, 3 if video else 2)
     out = Path(args.out)
-    demo.draw_pattern_pictures(out)
+    demo.draw_pattern_pictures(out, video=video)
     result = demo.compare_swin(model, batch_size, device, args.dtype, rounds=args.rounds,
-                               pretrained=args.pretrained, measure_memory=not args.no_memory, floor=args.floor)
+                               pretrained=args.pretrained, measure_memory=not args.no_memory, floor=args.floor,
+                               size=size)
     table = demo.format_table(result)
     demo.plot_comparison([result], out / "swin_timing.png")
     (out / "swin_table.md").write_text(table + "\n")
     print()
-    print(f"{model}, batch {batch_size}, {device}, {args.dtype}, image {result.image_size[0]}x{result.image_size[1]}")
+    kind = "clip" if video else "image"
+    print(f"{model}, batch {batch_size}, {device}, {args.dtype}, {kind} {'x'.join(map(str, result.image_size))}")
     print(f"output difference: max {result.max_abs_difference:.2e}, median {result.median_abs_difference:.2e}")
     print(table)
     if demo.format_floor(result):
