@@ -8,6 +8,7 @@
 
 #include "attention_arguments.cuh"
 #include "attention_workspace.hpp"
+#include "launcher_arguments.cuh"
 
 namespace spattn::cuda {
 namespace detail {
@@ -192,33 +193,17 @@ BackwardArguments<device_t<T>> backward_arguments(CsrView pattern, TransposedVie
                                                   const float* lse, AttentionDims dims,
                                                   const AttentionLayouts& layouts, double scale, T* grad_q,
                                                   T* grad_k, T* grad_v, T* grad_bias, float* workspace) {
-  SPATTN_CHECK(dims.batch >= 0 && pattern.rows >= 0 && pattern.cols >= 0, "attention_backward: negative size");
-  // (A bias of zero entries may arrive as a null pointer with bias_heads > 0; it is never read.)
-  SPATTN_CHECK(dims.bias_heads >= 0 && (bias == nullptr || dims.bias_heads > 0),
-               "attention_backward: a bias needs bias_heads >= 1, got ", dims.bias_heads);
+  check_attention_arguments("attention_backward", pattern, bias, dims);
   SPATTN_CHECK(grad_bias == nullptr || bias != nullptr, "attention_backward: grad_bias without a bias");
-  SPATTN_CHECK(dims.heads >= 1 && dims.batch % dims.heads == 0, "attention_backward: heads must divide the batch ",
-               dims.batch, ", got ", dims.heads);
   SPATTN_CHECK(transposed.pattern.rows == pattern.cols && transposed.pattern.cols == pattern.rows,
                "attention_backward: the transposed pattern has shape (", transposed.pattern.rows, ", ",
                transposed.pattern.cols, "), expected (", pattern.cols, ", ", pattern.rows, ")");
   const BackwardWorkspace scratch(workspace, dims.batch, pattern.rows, dims.bias_heads);
   BackwardArguments<device_t<T>> args{};
-  args.rows = pattern.rows;
-  args.cols = pattern.cols;
-  args.batch = dims.batch;
-  args.head_dim = dims.head_dim;
-  args.value_dim = dims.value_dim;
-  args.bias_heads = dims.bias_heads;
-  args.row_offsets = pattern.row_offsets;
-  args.col_indices = pattern.col_indices;
+  fill_shared_arguments(args, pattern, q, k, v, bias, dims, layouts, scale);
   args.transposed_row_offsets = transposed.pattern.row_offsets;
   args.transposed_col_indices = transposed.pattern.col_indices;
   args.permutation = transposed.permutation;
-  args.q = to_device(q);
-  args.k = to_device(k);
-  args.v = to_device(v);
-  args.bias = to_device(bias);
   args.out = to_device(out);
   args.grad_out = to_device(grad_out);
   args.lse = lse;
@@ -229,12 +214,6 @@ BackwardArguments<device_t<T>> backward_arguments(CsrView pattern, TransposedVie
   args.delta = scratch.delta;
   args.bias_partial = scratch.bias_partial;
   args.bias_chunks = scratch.bias_chunks;
-  args.scale = static_cast<float>(scale);
-  args.heads = dims.heads;
-  args.q_layout = layouts.q;
-  args.k_layout = layouts.k;
-  args.v_layout = layouts.v;
-  args.out_layout = layouts.out;
   args.grad_out_layout = layouts.grad_out;
   // The plan and its schedule: set by the caller once checked (none: groups = 0, nulls).
   return args;

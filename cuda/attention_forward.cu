@@ -2,6 +2,7 @@
 // out = softmax(scale * q k^T + bias) v and lse = log-sum-exp of the scores. Scores never touch memory.
 
 #include "attention_common.cuh"
+#include "launcher_arguments.cuh"
 
 namespace spattn::cuda {
 namespace detail {
@@ -96,36 +97,14 @@ void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, cons
                        const AttentionLayouts& layouts, double scale, T* out, accumulate_t<T>* lse,
                        cudaStream_t stream) {
   using namespace detail;
-  SPATTN_CHECK(dims.batch >= 0 && pattern.rows >= 0 && pattern.cols >= 0, "attention_forward: negative size");
-  // (A bias of zero entries may arrive as a null pointer with bias_heads > 0; it is never read.)
-  SPATTN_CHECK(dims.bias_heads >= 0 && (bias == nullptr || dims.bias_heads > 0),
-               "attention_forward: a bias needs bias_heads >= 1, got ", dims.bias_heads);
-  SPATTN_CHECK(dims.heads >= 1 && dims.batch % dims.heads == 0, "attention_forward: heads must divide the batch ",
-               dims.batch, ", got ", dims.heads);
+  check_attention_arguments("attention_forward", pattern, bias, dims);
   const index_t items = dims.batch * pattern.rows;
   if (items == 0) return;
   using D = device_t<T>;
   ForwardArguments<D> args{};
-  args.rows = pattern.rows;
-  args.cols = pattern.cols;
-  args.batch = dims.batch;
-  args.head_dim = dims.head_dim;
-  args.value_dim = dims.value_dim;
-  args.bias_heads = dims.bias_heads;
-  args.row_offsets = pattern.row_offsets;
-  args.col_indices = pattern.col_indices;
-  args.q = to_device(q);
-  args.k = to_device(k);
-  args.v = to_device(v);
-  args.bias = to_device(bias);
+  fill_shared_arguments(args, pattern, q, k, v, bias, dims, layouts, scale);
   args.out = to_device(out);
   args.lse = lse;
-  args.scale = static_cast<float>(scale);
-  args.heads = dims.heads;
-  args.q_layout = layouts.q;
-  args.k_layout = layouts.k;
-  args.v_layout = layouts.v;
-  args.out_layout = layouts.out;
   // The fast paths read and write each lane's 4 elements of a row at once.
   const bool aligned = rows_aligned_to(q, layouts.q, 4) && rows_aligned_to(k, layouts.k, 4) &&
                        rows_aligned_to(v, layouts.v, 4) && rows_aligned_to(out, layouts.out, 4);

@@ -10,6 +10,7 @@
 // the generic kernel.
 
 #include "attention_arguments.cuh"
+#include "launcher_arguments.cuh"
 
 namespace spattn::cuda {
 namespace detail {
@@ -308,13 +309,8 @@ void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, c
                                AttentionDims dims, const AttentionLayouts& layouts, double scale, T* out,
                                accumulate_t<T>* lse, cudaStream_t stream) {
   using namespace detail;
-  SPATTN_CHECK(dims.batch >= 0 && pattern.rows >= 0 && pattern.cols >= 0 && dims.head_dim >= 0 &&
-                   dims.value_dim >= 0,
-               "attention_forward_grouped: negative size");
-  SPATTN_CHECK(dims.bias_heads >= 0 && (bias == nullptr || dims.bias_heads > 0),
-               "attention_forward_grouped: a bias needs bias_heads >= 1, got ", dims.bias_heads);
-  SPATTN_CHECK(dims.heads >= 1 && dims.batch % dims.heads == 0,
-               "attention_forward_grouped: heads must divide the batch ", dims.batch, ", got ", dims.heads);
+  SPATTN_CHECK(dims.head_dim >= 0 && dims.value_dim >= 0, "attention_forward_grouped: negative size");
+  check_attention_arguments("attention_forward_grouped", pattern, bias, dims);
   // Every row is in exactly one group (spattn::build_plan), so there are between 1 and rows groups when
   // there are rows; the kernel writes only rows listed in a group.
   SPATTN_CHECK(groups.groups >= 0 && groups.groups <= pattern.rows && (pattern.rows == 0) == (groups.groups == 0),
@@ -328,32 +324,15 @@ void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, c
 
   using D = device_t<T>;
   GroupedArguments<D> args{};
-  args.rows = pattern.rows;
-  args.cols = pattern.cols;
-  args.batch = dims.batch;
-  args.head_dim = dims.head_dim;
-  args.value_dim = dims.value_dim;
-  args.bias_heads = dims.bias_heads;
+  fill_shared_arguments(args, pattern, q, k, v, bias, dims, layouts, scale);
   args.groups = groups.groups;
-  args.row_offsets = pattern.row_offsets;
-  args.col_indices = pattern.col_indices;
   args.group_offsets = groups.group_offsets;
   args.group_rows = groups.group_rows;
-  args.q = to_device(q);
-  args.k = to_device(k);
-  args.v = to_device(v);
-  args.bias = to_device(bias);
   args.out = to_device(out);
   args.lse = lse;
-  args.scale = static_cast<float>(scale);
   // The SIMT kernel gathers key and value rows kVectorElements elements at a time.
   args.vectorized = rows_aligned_to(k, layouts.k, kVectorElements) && rows_aligned_to(v, layouts.v, kVectorElements) &&
                     dims.head_dim % kVectorElements == 0 && dims.value_dim % kVectorElements == 0;
-  args.heads = dims.heads;
-  args.q_layout = layouts.q;
-  args.k_layout = layouts.k;
-  args.v_layout = layouts.v;
-  args.out_layout = layouts.out;
   args.step_count = groups.steps == nullptr ? 0 : groups.step_count;
   args.steps = groups.steps;
   // float16 and bfloat16 on tensor cores where they apply.

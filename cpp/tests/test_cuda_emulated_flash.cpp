@@ -15,188 +15,44 @@
 //
 // Checked: out and lse of every row of every problem, and that nothing else in out's buffer is written.
 // Mutations (a swapped A-fragment register in mma, a missing cp.async wait) must make the comparison fail;
-// the hooks for them live in this file only (a storage type whose mma swaps two registers, and a switch in
-// this file's specialisation of the kernel's wait), so the kernel runs unmodified.
+// the hooks for them live in the tests' flash_emulation.hpp (a storage type whose mma swaps two registers, and
+// a switch in its specialisation of the kernel's wait), so the kernel runs unmodified.
 
 #include "cuda_emulation.hpp"  // first: it prepares the kernels' headers for the host compiler
 
 #include "attention_forward_flash_kernel.cuh"
-#include "attention_reference.hpp"
 #include "check.hpp"
+#include "flash_emulation.hpp"  // after the kernel: its mutation hooks specialise the kernel's primitives
 
 #include <algorithm>
 #include <functional>
 #include <limits>
-#include <set>
 
-using spattn::Csr;
-using spattn::index_t;
-using spattn::OperandLayout;
-using spattn::testing::Inputs;
-using spattn::testing::make_inputs;
-using spattn::testing::negative_infinity;
-using spattn::testing::Reference;
-using spattn::testing::Shape;
-namespace kernels = spattn::cuda::detail;
-
-// ---- mutation hooks -------------------------------------------------------------------------------------
-namespace flash_test {
-// When set, the kernel's wait for its current stage (cp_async_wait<1>) does nothing: the "missing wait"
-// mutation. The stage's bytes then stay as the emulated cp.async leaves them at issue (NaN) when read.
-inline bool skip_stage_wait = false;
-}  // namespace flash_test
-
-namespace spattn::cuda::detail {
-
-// The emulation's cp_async_wait<1> (cuda/warp_primitives.cuh: the same body, keep them alike) with the
-// mutation switch; declared before the kernel is instantiated, so the kernel of this test calls it.
-template <>
-inline void cp_async_wait<1>() {
-  spattn_emulation::maybe_yield();
-  if (flash_test::skip_stage_wait) return;
-  spattn_emulation::current_block()->async_copies[threadIdx.x].wait(1);
-}
-
-// float16 whose m16n8k16 mma receives the A fragment with registers 1 and 2 swapped (rows g + 8, columns
-// 2t.. and rows g, columns 2t + 8..): the "swapped fragment register" mutation. Everything else is __half's.
-struct SwappedHalf {
-  __half value;
-};
-inline float to_float(SwappedHalf x) { return __half2float(x.value); }
-template <>
-inline SwappedHalf from_float<SwappedHalf>(float x) {
-  return {__float2half_rn(x)};
-}
-template <>
-inline std::uint32_t pack2<SwappedHalf>(float lo, float hi) {
-  return pack2<__half>(lo, hi);
-}
-template <>
-inline void mma_m16n8k16<SwappedHalf>(Accumulator& d, const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
-  const std::uint32_t swapped[4] = {a[0], a[2], a[1], a[3]};
-  mma_m16n8k16<__half>(d, swapped, b);
-}
-template <>
-inline void mma_m16n8k8<SwappedHalf>(Accumulator& d, const std::uint32_t (&a)[2], std::uint32_t b) {
-  mma_m16n8k8<__half>(d, a, b);
-}
-
-}  // namespace spattn::cuda::detail
+using namespace flash_emulation;
 
 namespace {
 
-using kernels::SwappedHalf;
-
-template <typename D>
-D to_storage(double x) {
-  if constexpr (std::is_same_v<D, __half>) {
-    return __float2half_rn(static_cast<float>(x));
-  } else if constexpr (std::is_same_v<D, __nv_bfloat16>) {
-    return __float2bfloat16_rn(static_cast<float>(x));
-  } else {
-    return SwappedHalf{__float2half_rn(static_cast<float>(x))};
-  }
-}
-template <typename D>
-double to_double(D x) {
-  return kernels::to_float(x);
-}
-template <typename D>
-std::uint16_t bits_of(D x) {
-  static_assert(sizeof(D) == 2);
-  std::uint16_t bits;
-  std::memcpy(&bits, &x, sizeof(bits));
-  return bits;
-}
-template <typename D>
-D from_bits(std::uint16_t bits) {
-  D x;
-  std::memcpy(static_cast<void*>(&x), &bits, sizeof(x));
-  return x;
-}
-
-template <typename D>
-double tolerance() {
-  return std::is_same_v<D, __nv_bfloat16> ? 3e-2 : 1e-2;
-}
-
-// What out's buffer holds where the kernel has not written (a NaN no conversion produces), and lse's.
-constexpr std::uint16_t kUnwritten = 0xffff;
-constexpr std::uint32_t kUnwrittenLse = 0x7fbadbad;
-
 // ---- problems ----------------------------------------------------------------------------------------------
-struct Problem {
-  Csr pattern;
-  spattn::ExecutionPlan plan;
-  Inputs inputs;
-  Reference expected;
-  double scale = 1;
-};
-
-// The inputs of `shape` on `pattern`, edited by `edit` (NaN queries, -inf bias entries), and the reference.
-// The float64 reference gives a row whose scores are all NaN zeros and -inf; the kernels' contract (and
-// the other CUDA kernels') is a NaN row: a non-empty row with a NaN query element expects out and lse NaN.
-Problem make_problem(Csr pattern, const Shape& shape, unsigned seed,
-                     const std::function<void(const Csr&, Inputs&)>& edit = {}) {
-  Problem problem{std::move(pattern), {}, {}, {}, 1};
-  problem.plan = spattn::build_plan(problem.pattern.view());
-  problem.inputs = make_inputs(problem.pattern, shape, seed);
-  if (edit) edit(problem.pattern, problem.inputs);
-  problem.scale = 1 / std::sqrt(static_cast<double>(shape.head_dim));
-  problem.expected = spattn::testing::reference_attention(problem.pattern, problem.inputs, problem.scale);
-  const spattn::AttentionDims& dims = problem.inputs.dims;
-  const index_t rows = problem.pattern.rows();
-  for (index_t p = 0; p < dims.batch; ++p) {
-    for (index_t r = 0; r < rows; ++r) {
-      if (problem.pattern.view().row_length(r) == 0) continue;
-      bool nan_query = false;
-      for (index_t d = 0; d < dims.head_dim; ++d) {
-        nan_query |= std::isnan(problem.inputs.q[(p * rows + r) * dims.head_dim + d]);
-      }
-      if (!nan_query) continue;
-      problem.expected.lse[p * rows + r] = std::numeric_limits<double>::quiet_NaN();
-      for (index_t d = 0; d < dims.value_dim; ++d) {
-        problem.expected.out[(p * rows + r) * dims.value_dim + d] = std::numeric_limits<double>::quiet_NaN();
-      }
+// The reference of `pattern` with the kernels' contract (and the other CUDA kernels') for a NaN query: a
+// non-empty row with a NaN query element expects out and lse NaN.
+Problem make_problem(Csr pattern, const Shape& shape, unsigned seed, const Edit& edit = {}) {
+  Problem problem = make_reference_problem(std::move(pattern), shape, seed, edit);
+  const index_t rows = problem.pattern.rows(), value_dim = problem.inputs.dims.value_dim;
+  for_each_nan_query_row(problem, [&](index_t p, index_t r) {
+    problem.expected.lse[p * rows + r] = std::numeric_limits<double>::quiet_NaN();
+    for (index_t d = 0; d < value_dim; ++d) {
+      problem.expected.out[(p * rows + r) * value_dim + d] = std::numeric_limits<double>::quiet_NaN();
     }
-  }
+  });
   return problem;
 }
 
-// Edits: query row `row` of problem `problem` gets a NaN; bias entries [first, last) of `row` (counted within
-// the row) become -inf in every bias head.
-std::function<void(const Csr&, Inputs&)> nan_query(index_t problem, index_t row) {
-  return [=](const Csr& pattern, Inputs& in) { in.q[(problem * pattern.rows() + row) * in.dims.head_dim] = NAN; };
-}
+// An edit: bias entries [first, last) of `row` (counted within the row) become -inf in every bias head.
 void mask_bias(const Csr& pattern, Inputs& in, index_t row, index_t first, index_t last) {
   const index_t begin = pattern.row_offsets()[row];
   for (index_t head = 0; head < in.dims.bias_heads; ++head) {
     for (index_t e = first; e < last; ++e) in.bias[head * pattern.nnz() + begin + e] = negative_infinity;
   }
-}
-
-// Facts about a plan's schedule that the cases claim to cover.
-struct ScheduleFacts {
-  index_t steps = 0, shared_steps = 0, widest_group = 0, longest_group = 0;
-};
-ScheduleFacts schedule_facts(const Problem& problem) {
-  ScheduleFacts facts;
-  const spattn::ExecutionPlan& plan = problem.plan;
-  facts.steps = plan.step_count();
-  for (index_t s = 0; s < plan.step_count(); ++s) {
-    std::set<index_t> groups;
-    for (index_t w = 0; w < spattn::kStepWarps; ++w) {
-      const index_t g = plan.steps[(s * spattn::kStepWarps + w) * 2];
-      if (g >= 0) groups.insert(g);
-    }
-    facts.shared_steps += groups.size() > 1;
-  }
-  for (index_t g = 0; g < plan.groups(); ++g) {
-    facts.longest_group = std::max(facts.longest_group, plan.group_offsets[g + 1] - plan.group_offsets[g]);
-    facts.widest_group =
-        std::max(facts.widest_group, problem.pattern.view().row_length(plan.group_rows[plan.group_offsets[g]]));
-  }
-  return facts;
 }
 
 // ---- one run of the kernel -----------------------------------------------------------------------------------
@@ -208,155 +64,47 @@ struct Run {
   unsigned blocks = 3;
 };
 
-bool starts_aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
-// As the launcher (cuda/attention_forward_flash.cu) decides.
-bool rows_aligned(const void* base, const OperandLayout& layout, index_t dim) {
-  return starts_aligned_16(base) && layout.batch_stride % 8 == 0 && layout.head_stride % 8 == 0 &&
-         layout.row_stride % 8 == 0 && dim % 8 == 0;
-}
-
-// Relative to the largest finite expected magnitude (at least 1); infinities matched exactly; an expected
-// NaN needs a NaN. Prints up to 5 mismatches, naming them through `where`, when `report`.
-bool matches(const std::vector<double>& actual, const std::vector<double>& expected, double tolerance,
-             const std::function<std::string(std::size_t)>& where, bool report) {
-  double scale = 1;
-  for (double value : expected) {
-    if (std::isfinite(value)) scale = std::max(scale, std::abs(value));
-  }
-  int mismatches = 0;
-  for (std::size_t i = 0; i < actual.size(); ++i) {
-    const double a = actual[i], e = expected[i];
-    const bool ok = std::isnan(e) ? std::isnan(a) : std::isinf(e) ? a == e : std::abs(a - e) <= tolerance * scale;
-    if (ok) continue;
-    if (report && mismatches < 5) std::printf("  %s: got %.8g, expected %.8g\n", where(i).c_str(), a, e);
-    ++mismatches;
-  }
-  if (report && mismatches > 0) std::printf("  (%d mismatches of %zu)\n", mismatches, actual.size());
-  return mismatches == 0;
-}
-
-template <typename D, int kMaxDim>
-void launch(unsigned blocks, int shared_bytes, const kernels::GroupedArguments<D>& args,
-            const kernels::FlashOptions& options) {
-  spattn_emulation::launch(kernels::attention_forward_flash_kernel<D, kMaxDim>, blocks, kernels::kFlashThreads,
-                           static_cast<std::size_t>(shared_bytes), args, options);
-}
-
 // Runs the forward on `problem` as `run` says and compares. `report`: print mismatches (off for mutations,
 // which must fail).
 template <typename D>
 bool forward_matches(const Problem& problem, const Run& run, bool report = true) {
   const Csr& pattern = problem.pattern;
-  const spattn::AttentionDims& dims = problem.inputs.dims;
-  const Inputs& in = problem.inputs;
-  const index_t rows = pattern.rows(), cols = pattern.cols(), heads = dims.heads, images = dims.batch / heads;
+  const AttentionDims& dims = problem.inputs.dims;
+  const index_t rows = pattern.rows(), heads = dims.heads, images = dims.batch / heads;
   const index_t head_dim = dims.head_dim, value_dim = dims.value_dim;
 
-  std::vector<D> q, k, v, qkv;  // contiguous operands, or the one projection
-  OperandLayout q_layout, k_layout, v_layout, out_layout;
-  const D *q_pointer, *k_pointer, *v_pointer;
-  if (run.strided) {
-    if (rows != cols || head_dim != value_dim) {
-      std::printf("  test error: a [B, N, 3, H, D] projection needs rows == cols and head_dim == value_dim\n");
-      return false;
-    }
-    const index_t n = rows, d = head_dim;
-    qkv.assign(images * n * 3 * heads * d, from_bits<D>(kUnwritten));
-    const std::vector<double>* sources[3] = {&in.q, &in.k, &in.v};
-    for (index_t b = 0; b < images; ++b) {
-      for (index_t i = 0; i < n; ++i) {
-        for (index_t s = 0; s < 3; ++s) {
-          for (index_t h = 0; h < heads; ++h) {
-            for (index_t e = 0; e < d; ++e) {
-              qkv[(((b * n + i) * 3 + s) * heads + h) * d + e] =
-                  to_storage<D>((*sources[s])[((b * heads + h) * n + i) * d + e]);
-            }
-          }
-        }
-      }
-    }
-    q_layout = k_layout = v_layout = {n * 3 * heads * d, d, 3 * heads * d};
-    q_pointer = qkv.data();
-    k_pointer = qkv.data() + heads * d;
-    v_pointer = qkv.data() + 2 * heads * d;
-    out_layout = {n * heads * value_dim, value_dim, heads * value_dim};
-  } else {
-    for (double x : in.q) q.push_back(to_storage<D>(x));
-    for (double x : in.k) k.push_back(to_storage<D>(x));
-    for (double x : in.v) v.push_back(to_storage<D>(x));
-    q_layout = OperandLayout::contiguous(heads, rows, head_dim);
-    k_layout = OperandLayout::contiguous(heads, cols, head_dim);
-    v_layout = OperandLayout::contiguous(heads, cols, value_dim);
-    out_layout = OperandLayout::contiguous(heads, rows, value_dim + run.out_gap);
-    q_pointer = q.data();
-    k_pointer = k.data();
-    v_pointer = v.data();
-  }
-  std::vector<D> bias;
-  if (dims.bias_heads > 0) {
-    for (double x : in.bias) bias.push_back(to_storage<D>(x));
-  }
-  const D* bias_pointer = bias.empty() ? nullptr : bias.data();
+  const Operands<D> operands(problem, run.strided, run.out_gap);
+  if (!operands.valid) return false;
+  const OperandLayout& out_layout = operands.out_layout;
   const index_t out_size =
       run.strided ? images * rows * heads * value_dim : dims.batch * rows * (value_dim + run.out_gap);
-  std::vector<D> out(out_size, from_bits<D>(kUnwritten));
-  float unwritten_lse;
-  std::memcpy(&unwritten_lse, &kUnwrittenLse, sizeof(unwritten_lse));
-  std::vector<float> lse(dims.batch * rows, unwritten_lse);
+  std::vector<D> out(out_size, from_bits<D>(kPoison));
+  std::vector<float> lse(dims.batch * rows, float_from_bits(kPoisonFloat));
 
   // The paths the case asks for must be the ones the launcher would allow.
-  const bool async_allowed = rows_aligned(q_pointer, q_layout, head_dim) &&
-                             rows_aligned(k_pointer, k_layout, head_dim) &&
-                             rows_aligned(v_pointer, v_layout, value_dim) &&
-                             (bias_pointer == nullptr || starts_aligned_16(bias_pointer));
   const bool pairs_allowed = reinterpret_cast<std::uintptr_t>(out.data()) % 4 == 0 && value_dim % 2 == 0 &&
                              out_layout.batch_stride % 2 == 0 && out_layout.head_stride % 2 == 0 &&
                              out_layout.row_stride % 2 == 0;
-  if ((run.async && !async_allowed) || (run.pair_stores && !pairs_allowed)) {
+  if ((run.async && !gathers_aligned(operands, dims)) || (run.pair_stores && !pairs_allowed)) {
     std::printf("  test error: the case asks for cp.async gathers or paired stores the launcher would not use\n");
     return false;
   }
 
   kernels::GroupedArguments<D> args{};
-  args.rows = rows;
-  args.cols = cols;
-  args.batch = dims.batch;
-  args.head_dim = head_dim;
-  args.value_dim = value_dim;
-  args.bias_heads = dims.bias_heads;
-  args.groups = problem.plan.groups();
-  args.row_offsets = pattern.row_offsets().data();
-  args.col_indices = pattern.col_indices().data();
-  args.group_offsets = problem.plan.group_offsets.data();
-  args.group_rows = problem.plan.group_rows.data();
-  args.q = q_pointer;
-  args.k = k_pointer;
-  args.v = v_pointer;
-  args.bias = bias_pointer;
+  fill_problem_arguments(args, problem, operands);
   args.out = out.data();
   args.lse = lse.data();
-  args.scale = static_cast<float>(problem.scale);
-  args.heads = heads;
-  args.q_layout = q_layout;
-  args.k_layout = k_layout;
-  args.v_layout = v_layout;
-  args.out_layout = out_layout;
-  args.step_count = problem.plan.step_count();
-  args.steps = problem.plan.steps.data();
   const kernels::FlashOptions options{run.async, run.pair_stores};
-  const int shared_bytes =
-      kernels::flash_layout(static_cast<int>(head_dim), static_cast<int>(value_dim), bias_pointer != nullptr, false)
-          .bytes;
-  const index_t widest = std::max(head_dim, value_dim);
-  if (widest <= 32) {
-    launch<D, 32>(run.blocks, shared_bytes, args, options);
-  } else if (widest <= 64) {
-    launch<D, 64>(run.blocks, shared_bytes, args, options);
-  } else {
-    launch<D, 128>(run.blocks, shared_bytes, args, options);
-  }
+  const int shared_bytes = kernels::flash_layout(static_cast<int>(head_dim), static_cast<int>(value_dim),
+                                                 operands.bias != nullptr, false)
+                               .bytes;
+  with_max_dim(head_dim, value_dim, [&](auto max_dim) {
+    spattn_emulation::launch(kernels::attention_forward_flash_kernel<D, decltype(max_dim)::value>, run.blocks,
+                             kernels::kFlashThreads, static_cast<std::size_t>(shared_bytes), args, options);
+  });
 
-  // out of every (problem, row) from its layout; the rest of the buffer untouched.
+  // out of every (problem, row) from its layout (a NaN the kernel did not write must not pass for an expected
+  // NaN); the rest of the buffer untouched.
   std::vector<double> actual_out(dims.batch * rows * value_dim);
   std::vector<bool> covered(out.size(), false);
   for (index_t p = 0; p < dims.batch; ++p) {
@@ -364,21 +112,15 @@ bool forward_matches(const Problem& problem, const Run& run, bool report = true)
       for (index_t d = 0; d < value_dim; ++d) {
         const index_t at = out_layout.problem_offset(p, heads) + r * out_layout.row_stride + d;
         covered[at] = true;
-        // A NaN the kernel did not write must not pass for an expected NaN.
-        actual_out[(p * rows + r) * value_dim + d] =
-            bits_of(out[at]) == kUnwritten ? std::numeric_limits<double>::infinity() : to_double(out[at]);
+        actual_out[(p * rows + r) * value_dim + d] = written_value(out[at]);
       }
     }
   }
   bool untouched = true;
-  for (std::size_t i = 0; i < out.size(); ++i) untouched &= covered[i] || bits_of(out[i]) == kUnwritten;
+  for (std::size_t i = 0; i < out.size(); ++i) untouched &= covered[i] || bits_of(out[i]) == kPoison;
   if (report && !untouched) std::printf("  out: the kernel wrote outside the rows' elements\n");
   std::vector<double> actual_lse;
-  for (float x : lse) {
-    std::uint32_t bits;
-    std::memcpy(&bits, &x, sizeof(bits));
-    actual_lse.push_back(bits == kUnwrittenLse ? std::numeric_limits<double>::infinity() : x);
-  }
+  for (float x : lse) actual_lse.push_back(written_value(x));
   const auto out_where = [&](std::size_t i) {
     const index_t element = static_cast<index_t>(i);
     return "out[problem " + std::to_string(element / (rows * value_dim)) + ", row " +
@@ -399,26 +141,6 @@ void check_both(const Problem& problem, const Run& run = {}) {
 }
 
 // ---- patterns ------------------------------------------------------------------------------------------
-Csr from_mask(index_t rows, index_t cols, const std::function<bool(index_t, index_t)>& keep) {
-  std::vector<std::uint8_t> mask(rows * cols);
-  for (index_t r = 0; r < rows; ++r) {
-    for (index_t c = 0; c < cols; ++c) mask[r * cols + c] = keep(r, c) ? 1 : 0;
-  }
-  return Csr::from_dense(mask.data(), rows, cols);
-}
-
-// A random pattern with rows `empty` emptied.
-Csr random_with_empty_rows(index_t rows, index_t cols, double density, std::uint64_t seed,
-                           const std::vector<index_t>& empty) {
-  const Csr random = spattn::patterns::random(rows, cols, density, seed);
-  return from_mask(rows, cols, [&](index_t r, index_t c) {
-    if (std::find(empty.begin(), empty.end(), r) != empty.end()) return false;
-    const auto begin = random.col_indices().begin() + random.row_offsets()[r];
-    const auto end = random.col_indices().begin() + random.row_offsets()[r + 1];
-    return std::binary_search(begin, end, c);
-  });
-}
-
 // Groups wider than one key tile (rows 0-29: 150 columns, 3 tiles; rows 30-39: 65 columns, a last tile of
 // one column), a group of 70 rows (two steps), rows of a random pattern, empty rows (115, 119).
 Csr wide_and_long_groups() {
@@ -427,17 +149,8 @@ Csr wide_and_long_groups() {
     if (r < 30) return c < 150;
     if (r < 40) return c >= 10 && c < 140 && c % 2 == 0;
     if (r < 110) return c >= 150;
-    const auto begin = random.col_indices().begin() + random.row_offsets()[r - 110];
-    const auto end = random.col_indices().begin() + random.row_offsets()[r - 110 + 1];
-    return std::binary_search(begin, end, c);
+    return in_row(random, r - 110, c);
   });
-}
-
-Shape shape_of(index_t images, index_t heads, index_t head_dim, index_t value_dim, index_t bias_heads) {
-  Shape shape;
-  shape.images = images, shape.heads = heads, shape.head_dim = head_dim, shape.value_dim = value_dim;
-  shape.bias_heads = bias_heads;
-  return shape;
 }
 
 }  // namespace
@@ -565,9 +278,9 @@ TEST(mutations_make_the_comparison_fail) {
     const Problem problem = make_problem(spattn::patterns::swin(14, 14, 7, shift), shape_of(1, 2, 32, 32, 2), 21);
     CHECK(forward_matches<__half>(problem, Run{}));
     CHECK(!forward_matches<SwappedHalf>(problem, Run{}, /*report=*/false));
-    flash_test::skip_stage_wait = true;
+    skip_stage_wait = true;
     CHECK(!forward_matches<__half>(problem, Run{}, /*report=*/false));
-    flash_test::skip_stage_wait = false;
+    skip_stage_wait = false;
   }
 }
 

@@ -20,14 +20,14 @@
 // plan.unowned_columns, itself checked against the definition) and the unowned columns' poison untouched,
 // every bias partial sum written, their sum over chunks against dBias, guard elements after every output
 // buffer untouched; two runs (and a third on another grid) bitwise equal. Mutations (a swapped A-fragment
-// register in mma, a missing cp.async wait) make the comparison fail; their hooks live in this file only, as
-// in test_cuda_emulated_flash.cpp, so the kernel runs unmodified.
+// register in mma, a missing cp.async wait) make the comparison fail; their hooks live in the tests'
+// flash_emulation.hpp, so the kernel runs unmodified.
 
 #include "cuda_emulation.hpp"  // first: it prepares the kernels' headers for the host compiler
 
 #include "attention_backward_flash_kernel.cuh"
-#include "attention_reference.hpp"
 #include "check.hpp"
+#include "flash_emulation.hpp"  // after the kernel: its mutation hooks specialise the kernel's primitives
 
 #include <algorithm>
 #include <chrono>
@@ -35,122 +35,18 @@
 #include <limits>
 #include <set>
 
-using spattn::Csr;
-using spattn::index_t;
-using spattn::OperandLayout;
-using spattn::testing::Inputs;
-using spattn::testing::make_inputs;
-using spattn::testing::negative_infinity;
-using spattn::testing::Reference;
-using spattn::testing::Shape;
-namespace kernels = spattn::cuda::detail;
-
-// ---- mutation hooks -------------------------------------------------------------------------------------
-namespace flash_backward_test {
-// When set, the kernel's wait for its current stage (cp_async_wait<1>) does nothing: the "missing wait"
-// mutation. The stage then holds what the emulated cp.async leaves at issue (NaN) when it is read.
-inline bool skip_stage_wait = false;
-}  // namespace flash_backward_test
-
-namespace spattn::cuda::detail {
-
-// The emulation's cp_async_wait<1> (cuda/warp_primitives.cuh) with the mutation switch; declared before the
-// kernel is instantiated, so the kernel of this test calls it.
-template <>
-inline void cp_async_wait<1>() {
-  spattn_emulation::maybe_yield();
-  if (flash_backward_test::skip_stage_wait) return;
-  spattn_emulation::current_block()->async_copies[threadIdx.x].wait(1);
-}
-
-// float16 whose m16n8k16 mma receives the A fragment with registers 1 and 2 swapped (rows g + 8, columns
-// 2t.. and rows g, columns 2t + 8..): the "swapped fragment register" mutation. Everything else is __half's.
-struct SwappedHalf {
-  __half value;
-};
-inline float to_float(SwappedHalf x) { return __half2float(x.value); }
-template <>
-inline SwappedHalf from_float<SwappedHalf>(float x) {
-  return {__float2half_rn(x)};
-}
-template <>
-inline std::uint32_t pack2<SwappedHalf>(float lo, float hi) {
-  return pack2<__half>(lo, hi);
-}
-template <>
-inline void mma_m16n8k16<SwappedHalf>(Accumulator& d, const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
-  const std::uint32_t swapped[4] = {a[0], a[2], a[1], a[3]};
-  mma_m16n8k16<__half>(d, swapped, b);
-}
-template <>
-inline void mma_m16n8k8<SwappedHalf>(Accumulator& d, const std::uint32_t (&a)[2], std::uint32_t b) {
-  mma_m16n8k8<__half>(d, a, b);
-}
-
-}  // namespace spattn::cuda::detail
+using namespace flash_emulation;
 
 namespace {
 
-using kernels::SwappedHalf;
 constexpr double quiet_nan = std::numeric_limits<double>::quiet_NaN();
 
-template <typename D>
-D to_storage(double x) {
-  if constexpr (std::is_same_v<D, __half>) {
-    return __float2half_rn(static_cast<float>(x));
-  } else if constexpr (std::is_same_v<D, __nv_bfloat16>) {
-    return __float2bfloat16_rn(static_cast<float>(x));
-  } else {
-    return SwappedHalf{__float2half_rn(static_cast<float>(x))};
-  }
-}
-template <typename D>
-double to_double(D x) {
-  return kernels::to_float(x);
-}
-template <typename D>
-std::uint16_t bits_of(D x) {
-  static_assert(sizeof(D) == 2);
-  std::uint16_t bits;
-  std::memcpy(&bits, &x, sizeof(bits));
-  return bits;
-}
-template <typename D>
-D from_bits(std::uint16_t bits) {
-  D x;
-  std::memcpy(static_cast<void*>(&x), &bits, sizeof(x));
-  return x;
-}
-std::uint32_t float_bits(float x) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &x, sizeof(bits));
-  return bits;
-}
-float float_from_bits(std::uint32_t bits) {
-  float x;
-  std::memcpy(&x, &bits, sizeof(x));
-  return x;
-}
-
-template <typename D>
-double tolerance() {
-  return std::is_same_v<D, __nv_bfloat16> ? 3e-2 : 1e-2;
-}
-
-// What the output buffers hold where the kernel must not write (NaNs no conversion produces), and how many
-// guard elements follow each buffer.
-constexpr std::uint16_t kPoison = 0xffff;
-constexpr std::uint32_t kPoisonFloat = 0x7fbadbad;
+// How many guard elements follow each output buffer.
 constexpr index_t kGuard = 16;
 
 // ---- problems ----------------------------------------------------------------------------------------------
-struct Problem {
-  Csr pattern;
-  spattn::ExecutionPlan plan;
+struct BackwardProblem : Problem {
   spattn::Transposed transposed;
-  Inputs inputs;
-  Reference expected;
-  double scale = 1;
   std::vector<bool> owned;  // the columns the kernel completes (not in plan.unowned_columns)
 };
 
@@ -175,77 +71,46 @@ std::vector<bool> owned_by_definition(const Csr& pattern, const spattn::Executio
   return owned;
 }
 
-// The inputs of `shape` on `pattern`, edited by `edit` (NaN queries), and the reference. A non-empty row with
-// a NaN query element expects, as the kernels' contract: NaN out and lse (the forward's), NaN delta and dQ
-// of the row, NaN dK and dV of the row's columns and NaN dBias of its entries (in its problem's bias head);
-// the float64 reference would drop the row instead.
-Problem make_problem(Csr pattern, const Shape& shape, unsigned seed,
-                     const std::function<void(const Csr&, Inputs&)>& edit = {}) {
-  Problem problem{std::move(pattern), {}, {}, {}, {}, 1, {}};
-  problem.plan = spattn::build_plan(problem.pattern.view());
+// The reference of `pattern` with its transpose and owned columns. A non-empty row with a NaN query element
+// expects, as the kernels' contract: NaN out and lse (the forward's), NaN delta and dQ of the row, NaN dK and
+// dV of the row's columns and NaN dBias of its entries (in its problem's bias head).
+BackwardProblem make_problem(Csr pattern, const Shape& shape, unsigned seed, const Edit& edit = {}) {
+  BackwardProblem problem{make_reference_problem(std::move(pattern), shape, seed, edit), {}, {}};
   problem.transposed = spattn::transpose(problem.pattern.view());
-  problem.inputs = make_inputs(problem.pattern, shape, seed);
-  if (edit) edit(problem.pattern, problem.inputs);
-  problem.scale = 1 / std::sqrt(static_cast<double>(shape.head_dim));
-  problem.expected = spattn::testing::reference_attention(problem.pattern, problem.inputs, problem.scale);
   problem.owned.assign(problem.pattern.cols(), true);
   for (index_t c : problem.plan.unowned_columns) problem.owned[c] = false;
 
-  const spattn::AttentionDims& dims = problem.inputs.dims;
+  const AttentionDims& dims = problem.inputs.dims;
   const Csr& p = problem.pattern;
   const index_t rows = p.rows(), cols = p.cols(), nnz = p.nnz(), D = dims.head_dim, Dv = dims.value_dim;
   Reference& g = problem.expected;
-  for (index_t b = 0; b < dims.batch; ++b) {
-    for (index_t r = 0; r < rows; ++r) {
-      if (p.view().row_length(r) == 0) continue;
-      bool nan_query = false;
-      for (index_t d = 0; d < D; ++d) nan_query |= std::isnan(problem.inputs.q[(b * rows + r) * D + d]);
-      if (!nan_query) continue;
-      g.lse[b * rows + r] = g.delta[b * rows + r] = quiet_nan;
-      for (index_t d = 0; d < Dv; ++d) g.out[(b * rows + r) * Dv + d] = quiet_nan;
-      for (index_t d = 0; d < D; ++d) g.grad_q[(b * rows + r) * D + d] = quiet_nan;
-      for (index_t e = p.row_offsets()[r]; e < p.row_offsets()[r + 1]; ++e) {
-        const index_t c = p.col_indices()[e];
-        for (index_t d = 0; d < D; ++d) g.grad_k[(b * cols + c) * D + d] = quiet_nan;
-        for (index_t d = 0; d < Dv; ++d) g.grad_v[(b * cols + c) * Dv + d] = quiet_nan;
-        if (dims.bias_heads > 0) g.grad_bias[(b % dims.bias_heads) * nnz + e] = quiet_nan;
-      }
+  for_each_nan_query_row(problem, [&](index_t b, index_t r) {
+    g.lse[b * rows + r] = g.delta[b * rows + r] = quiet_nan;
+    for (index_t d = 0; d < Dv; ++d) g.out[(b * rows + r) * Dv + d] = quiet_nan;
+    for (index_t d = 0; d < D; ++d) g.grad_q[(b * rows + r) * D + d] = quiet_nan;
+    for (index_t e = p.row_offsets()[r]; e < p.row_offsets()[r + 1]; ++e) {
+      const index_t c = p.col_indices()[e];
+      for (index_t d = 0; d < D; ++d) g.grad_k[(b * cols + c) * D + d] = quiet_nan;
+      for (index_t d = 0; d < Dv; ++d) g.grad_v[(b * cols + c) * Dv + d] = quiet_nan;
+      if (dims.bias_heads > 0) g.grad_bias[(b % dims.bias_heads) * nnz + e] = quiet_nan;
     }
-  }
+  });
   return problem;
 }
 
-// Query row `row` of problem `problem` gets a NaN.
-std::function<void(const Csr&, Inputs&)> nan_query(index_t problem, index_t row) {
-  return [=](const Csr& pattern, Inputs& in) { in.q[(problem * pattern.rows() + row) * in.dims.head_dim] = NAN; };
-}
-
-// Facts about a plan that the cases claim to cover.
-struct PlanFacts {
-  index_t steps = 0, shared_steps = 0, widest_group = 0, longest_group = 0, owned = 0, unowned = 0,
-          owned_wide_columns = 0, empty_rows = 0;
+// Facts about a plan that the cases claim to cover: its schedule's, and its owned columns'.
+struct PlanFacts : ScheduleFacts {
+  index_t owned = 0, unowned = 0, owned_wide_columns = 0, empty_rows = 0;
 };
-PlanFacts plan_facts(const Problem& problem) {
-  PlanFacts facts;
+PlanFacts plan_facts(const BackwardProblem& problem) {
+  PlanFacts facts{schedule_facts(problem)};
   const spattn::ExecutionPlan& plan = problem.plan;
   const spattn::CsrView pattern = problem.pattern.view();
-  facts.steps = plan.step_count();
-  for (index_t s = 0; s < plan.step_count(); ++s) {
-    std::set<index_t> groups;
-    for (index_t w = 0; w < spattn::kStepWarps; ++w) {
-      const index_t g = plan.steps[(s * spattn::kStepWarps + w) * 2];
-      if (g >= 0) groups.insert(g);
-    }
-    facts.shared_steps += groups.size() > 1;
-  }
   for (index_t g = 0; g < plan.groups(); ++g) {
-    const index_t first = plan.group_rows[plan.group_offsets[g]], width = pattern.row_length(first);
-    facts.longest_group = std::max(facts.longest_group, plan.group_offsets[g + 1] - plan.group_offsets[g]);
-    facts.widest_group = std::max(facts.widest_group, width);
-    if (width > spattn::kStepKeys) {
-      for (index_t e = pattern.row_offsets[first]; e < pattern.row_offsets[first + 1]; ++e) {
-        facts.owned_wide_columns += problem.owned[pattern.col_indices[e]];
-      }
+    const index_t first = plan.group_rows[plan.group_offsets[g]];
+    if (pattern.row_length(first) <= spattn::kStepKeys) continue;
+    for (index_t e = pattern.row_offsets[first]; e < pattern.row_offsets[first + 1]; ++e) {
+      facts.owned_wide_columns += problem.owned[pattern.col_indices[e]];
     }
   }
   for (bool owned : problem.owned) (owned ? facts.owned : facts.unowned) += 1;
@@ -270,98 +135,37 @@ struct Outputs {
   bool valid = false;  // false: the case asked for something the launcher would not do
 };
 
-bool starts_aligned_16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
-// As the launcher (cuda/attention_backward_flash.cu) decides.
-bool rows_aligned(const void* base, const OperandLayout& layout, index_t dim) {
-  return starts_aligned_16(base) && layout.batch_stride % 8 == 0 && layout.head_stride % 8 == 0 &&
-         layout.row_stride % 8 == 0 && dim % 8 == 0;
-}
-
-template <typename D, int kMaxDim>
-void launch(unsigned blocks, int shared_bytes, const kernels::BackwardArguments<D>& args,
-            const kernels::FlashBackwardOptions& options) {
-  spattn_emulation::launch(kernels::attention_backward_flash_kernel<D, kMaxDim>, blocks, kernels::kFlashThreads,
-                           static_cast<std::size_t>(shared_bytes), args, options);
-}
-
 // Lays out the operands as `run` says, runs the kernel and returns what it wrote.
 template <typename D>
-Outputs<D> run_backward(const Problem& problem, const Run& run) {
+Outputs<D> run_backward(const BackwardProblem& problem, const Run& run) {
   Outputs<D> result;
   const Csr& pattern = problem.pattern;
   const spattn::AttentionDims& dims = problem.inputs.dims;
   const Inputs& in = problem.inputs;
   const index_t rows = pattern.rows(), cols = pattern.cols(), nnz = pattern.nnz();
-  const index_t heads = dims.heads, images = dims.batch / heads;
   const index_t head_dim = dims.head_dim, value_dim = dims.value_dim;
 
   // The forward's results as the forward kernel leaves them: out in the storage type, lse in float.
   std::vector<float> lse;
   for (double x : problem.expected.lse) lse.push_back(static_cast<float>(x));
 
-  std::vector<D> q, k, v, qkv, out, grad_out;
-  OperandLayout q_layout, k_layout, v_layout, out_layout;
-  const D *q_pointer, *k_pointer, *v_pointer;
-  // [batch, N, dim] values to the storage type at `layout` (problem p = (p / heads, p % heads)).
-  const auto place = [&](std::vector<D>& buffer, const D* base, const OperandLayout& layout,
-                         const std::vector<double>& values, index_t n, index_t dim) {
-    for (index_t p = 0; p < dims.batch; ++p) {
-      for (index_t i = 0; i < n; ++i) {
-        for (index_t e = 0; e < dim; ++e) {
-          const index_t at = (base - buffer.data()) + layout.problem_offset(p, heads) + i * layout.row_stride + e;
-          buffer[at] = to_storage<D>(values[(p * n + i) * dim + e]);
-        }
-      }
-    }
-  };
-  if (run.strided) {
-    if (rows != cols || head_dim != value_dim) {
-      std::printf("  test error: a [B, N, 3, H, D] projection needs rows == cols and head_dim == value_dim\n");
-      return result;
-    }
-    const index_t n = rows, d = head_dim;
-    qkv.assign(images * n * 3 * heads * d, from_bits<D>(kPoison));
-    q_layout = k_layout = v_layout = {n * 3 * heads * d, d, 3 * heads * d};
-    q_pointer = qkv.data();
-    k_pointer = qkv.data() + heads * d;
-    v_pointer = qkv.data() + 2 * heads * d;
-    place(qkv, q_pointer, q_layout, in.q, n, d);
-    place(qkv, k_pointer, k_layout, in.k, n, d);
-    place(qkv, v_pointer, v_layout, in.v, n, d);
-    out_layout = {n * heads * value_dim, value_dim, heads * value_dim};
-  } else {
-    q_layout = OperandLayout::contiguous(heads, rows, head_dim);
-    k_layout = OperandLayout::contiguous(heads, cols, head_dim);
-    v_layout = OperandLayout::contiguous(heads, cols, value_dim);
-    out_layout = OperandLayout::contiguous(heads, rows, value_dim);
-    q.resize(in.q.size()), k.resize(in.k.size()), v.resize(in.v.size());
-    place(q, q.data(), q_layout, in.q, rows, head_dim);
-    place(k, k.data(), k_layout, in.k, cols, head_dim);
-    place(v, v.data(), v_layout, in.v, cols, value_dim);
-    q_pointer = q.data(), k_pointer = k.data(), v_pointer = v.data();
-  }
-  out.assign(dims.batch * rows * value_dim, from_bits<D>(kPoison));
-  grad_out.assign(dims.batch * rows * value_dim, from_bits<D>(kPoison));
-  place(out, out.data(), out_layout, problem.expected.out, rows, value_dim);
-  place(grad_out, grad_out.data(), out_layout, in.grad_out, rows, value_dim);
-  std::vector<D> bias;
-  if (dims.bias_heads > 0) {
-    for (double x : in.bias) bias.push_back(to_storage<D>(x));
-  }
-  const D* bias_pointer = bias.empty() ? nullptr : bias.data();
+  const Operands<D> operands(problem, run.strided);
+  if (!operands.valid) return result;
+  const OperandLayout& out_layout = operands.out_layout;
+  std::vector<D> out(dims.batch * rows * value_dim, from_bits<D>(kPoison));
+  std::vector<D> grad_out(dims.batch * rows * value_dim, from_bits<D>(kPoison));
+  place(out, out.data(), out_layout, problem.expected.out, dims, rows, value_dim);
+  place(grad_out, grad_out.data(), out_layout, in.grad_out, dims, rows, value_dim);
 
   // The gathers the case asks for must be ones the launcher would choose.
-  const bool async_allowed = rows_aligned(q_pointer, q_layout, head_dim) &&
-                             rows_aligned(k_pointer, k_layout, head_dim) &&
-                             rows_aligned(v_pointer, v_layout, value_dim) &&
-                             rows_aligned(out.data(), out_layout, value_dim) &&
-                             rows_aligned(grad_out.data(), out_layout, value_dim) &&
-                             (bias_pointer == nullptr || starts_aligned_16(bias_pointer));
+  const bool async_allowed = gathers_aligned(operands, dims) &&
+                             kernels::rows_copyable(out.data(), out_layout, value_dim) &&
+                             kernels::rows_copyable(grad_out.data(), out_layout, value_dim);
   if (run.async && !async_allowed) {
     std::printf("  test error: the case asks for cp.async gathers the launcher would not use\n");
     return result;
   }
-  if (run.chunks > 0 && bias_pointer == nullptr) {
+  if (run.chunks > 0 && operands.bias == nullptr) {
     std::printf("  test error: a bias gradient needs a bias\n");
     return result;
   }
@@ -384,21 +188,10 @@ Outputs<D> run_backward(const Problem& problem, const Run& run) {
   }
 
   kernels::BackwardArguments<D> args{};
-  args.rows = rows;
-  args.cols = cols;
-  args.batch = dims.batch;
-  args.head_dim = head_dim;
-  args.value_dim = value_dim;
-  args.bias_heads = dims.bias_heads;
-  args.row_offsets = pattern.row_offsets().data();
-  args.col_indices = pattern.col_indices().data();
+  fill_problem_arguments(args, problem, operands);
   args.transposed_row_offsets = problem.transposed.pattern.row_offsets().data();
   args.transposed_col_indices = problem.transposed.pattern.col_indices().data();
   args.permutation = problem.transposed.permutation.data();
-  args.q = q_pointer;
-  args.k = k_pointer;
-  args.v = v_pointer;
-  args.bias = bias_pointer;
   args.out = out.data();
   args.grad_out = grad_out.data();
   args.lse = lse.data();
@@ -409,63 +202,19 @@ Outputs<D> run_backward(const Problem& problem, const Run& run) {
   args.delta = result.delta.data();
   args.bias_partial = options.bias_sums;
   args.bias_chunks = run.chunks;
-  args.scale = static_cast<float>(problem.scale);
-  args.groups = problem.plan.groups();
-  args.group_offsets = problem.plan.group_offsets.data();
-  args.group_rows = problem.plan.group_rows.data();
-  args.heads = heads;
-  args.q_layout = q_layout;
-  args.k_layout = k_layout;
-  args.v_layout = v_layout;
-  args.out_layout = out_layout;
   args.grad_out_layout = out_layout;
-  args.step_count = problem.plan.step_count();
-  args.steps = problem.plan.steps.data();
   args.unowned_column_count = static_cast<index_t>(problem.plan.unowned_columns.size());
   args.unowned_columns = problem.plan.unowned_columns.data();
 
   const int shared_bytes = kernels::flash_layout(static_cast<int>(head_dim), static_cast<int>(value_dim),
-                                                 bias_pointer != nullptr, true, options.bias_sums != nullptr)
+                                                 operands.bias != nullptr, true, options.bias_sums != nullptr)
                                .bytes;
-  const index_t widest = std::max(head_dim, value_dim);
-  if (widest <= 32) {
-    launch<D, 32>(run.blocks, shared_bytes, args, options);
-  } else if (widest <= 64) {
-    launch<D, 64>(run.blocks, shared_bytes, args, options);
-  } else {
-    launch<D, 128>(run.blocks, shared_bytes, args, options);
-  }
+  with_max_dim(head_dim, value_dim, [&](auto max_dim) {
+    spattn_emulation::launch(kernels::attention_backward_flash_kernel<D, decltype(max_dim)::value>, run.blocks,
+                             kernels::kFlashThreads, static_cast<std::size_t>(shared_bytes), args, options);
+  });
   result.valid = true;
   return result;
-}
-
-// Relative to the largest finite expected magnitude (at least 1); an expected NaN needs a NaN, a poisoned
-// element (never written) fails. Prints up to 5 mismatches, named by `where`, when `report`.
-bool matches(const std::vector<double>& actual, const std::vector<double>& expected, double tolerance,
-             const std::function<std::string(std::size_t)>& where, bool report) {
-  double scale = 1;
-  for (double value : expected) {
-    if (std::isfinite(value)) scale = std::max(scale, std::abs(value));
-  }
-  int mismatches = 0;
-  for (std::size_t i = 0; i < actual.size(); ++i) {
-    const double a = actual[i], e = expected[i];
-    const bool ok = std::isnan(e) ? std::isnan(a) : std::isinf(e) ? a == e : std::abs(a - e) <= tolerance * scale;
-    if (ok) continue;
-    if (report && mismatches < 5) std::printf("  %s: got %.8g, expected %.8g\n", where(i).c_str(), a, e);
-    ++mismatches;
-  }
-  if (report && mismatches > 0) std::printf("  (%d mismatches of %zu)\n", mismatches, actual.size());
-  return mismatches == 0;
-}
-
-// A poisoned 16-bit element reads as +inf (no expected value is infinite), so that it never passes.
-template <typename D>
-double written_value(D x) {
-  return bits_of(x) == kPoison ? std::numeric_limits<double>::infinity() : to_double(x);
-}
-double written_value(float x) {
-  return float_bits(x) == kPoisonFloat ? std::numeric_limits<double>::infinity() : x;
 }
 
 template <typename T>
@@ -478,7 +227,7 @@ bool guards_intact(const std::vector<T>& buffer) {
 
 // Compares what the kernel wrote with the reference.
 template <typename D>
-bool outputs_match(const Problem& problem, const Outputs<D>& result, bool report) {
+bool outputs_match(const BackwardProblem& problem, const Outputs<D>& result, bool report) {
   if (!result.valid) return false;
   const Csr& pattern = problem.pattern;
   const spattn::AttentionDims& dims = problem.inputs.dims;
@@ -562,40 +311,17 @@ bool outputs_match(const Problem& problem, const Outputs<D>& result, bool report
 }
 
 template <typename D>
-bool backward_matches(const Problem& problem, const Run& run, bool report = true) {
+bool backward_matches(const BackwardProblem& problem, const Run& run, bool report = true) {
   return outputs_match(problem, run_backward<D>(problem, run), report);
 }
 
 // Both storage types (the inputs are exact in both).
-void check_both(const Problem& problem, const Run& run = {}) {
+void check_both(const BackwardProblem& problem, const Run& run = {}) {
   CHECK(backward_matches<__half>(problem, run));
   CHECK(backward_matches<__nv_bfloat16>(problem, run));
 }
 
 // ---- patterns ------------------------------------------------------------------------------------------
-Csr from_mask(index_t rows, index_t cols, const std::function<bool(index_t, index_t)>& keep) {
-  std::vector<std::uint8_t> mask(rows * cols);
-  for (index_t r = 0; r < rows; ++r) {
-    for (index_t c = 0; c < cols; ++c) mask[r * cols + c] = keep(r, c) ? 1 : 0;
-  }
-  return Csr::from_dense(mask.data(), rows, cols);
-}
-
-bool in_row(const Csr& pattern, index_t r, index_t c) {
-  const auto begin = pattern.col_indices().begin() + pattern.row_offsets()[r];
-  const auto end = pattern.col_indices().begin() + pattern.row_offsets()[r + 1];
-  return std::binary_search(begin, end, c);
-}
-
-// A random pattern with rows `empty` emptied.
-Csr random_with_empty_rows(index_t rows, index_t cols, double density, std::uint64_t seed,
-                           const std::vector<index_t>& empty) {
-  const Csr random = spattn::patterns::random(rows, cols, density, seed);
-  return from_mask(rows, cols, [&](index_t r, index_t c) {
-    return std::find(empty.begin(), empty.end(), r) == empty.end() && in_row(random, r, c);
-  });
-}
-
 // 110 rows, 260 columns:
 //   rows 0-19     columns 0-99      a group of 20 rows, 100 owned columns: 2 key tiles (64 + 36)
 //   rows 20-29    columns 100-229   10 rows, 130 owned columns: 3 key tiles (64 + 64 + 2)
@@ -611,13 +337,6 @@ Csr wide_and_long_groups() {
     if (r < 100) return c >= 230 && c < 240;
     return c >= 235 && c < 255 && in_row(random, r - 100, c - 235);
   });
-}
-
-Shape shape_of(index_t images, index_t heads, index_t head_dim, index_t value_dim, index_t bias_heads) {
-  Shape shape;
-  shape.images = images, shape.heads = heads, shape.head_dim = head_dim, shape.value_dim = value_dim;
-  shape.bias_heads = bias_heads;
-  return shape;
 }
 
 Run run_with(unsigned blocks, index_t chunks, bool async = true) {
@@ -643,7 +362,7 @@ TEST(plan_unowned_columns_match_the_definition) {
 TEST(swin_stage_windows_of_49_rows) {
   // 14 x 14 tokens, window 7: four groups of 49 rows and 49 keys (56 at n8 granularity), a step each, every
   // column owned. Bias [H, nnz]: without its gradient, then with it in one chunk.
-  const Problem problem = make_problem(spattn::patterns::swin(14, 14, 7), shape_of(2, 2, 32, 32, 2), 1);
+  const BackwardProblem problem = make_problem(spattn::patterns::swin(14, 14, 7), shape_of(2, 2, 32, 32, 2), 1);
   const PlanFacts facts = plan_facts(problem);
   CHECK(facts.steps == 4 && facts.longest_group == 49 && facts.widest_group == 49 && facts.unowned == 0);
   check_both(problem, run_with(3, 0));
@@ -653,7 +372,7 @@ TEST(swin_stage_windows_of_49_rows) {
 TEST(shifted_windows_sharing_steps) {
   // Groups of 49, 28, 21, 16, 12 and 9 rows; small ones share a step; every column owned. Bias [1, nnz]
   // with its gradient in two chunks of two problems (sets of two problems: per-item sums in shared memory).
-  const Problem problem = make_problem(spattn::patterns::swin(14, 14, 7, 3), shape_of(2, 2, 32, 32, 1), 3);
+  const BackwardProblem problem = make_problem(spattn::patterns::swin(14, 14, 7, 3), shape_of(2, 2, 32, 32, 1), 3);
   const PlanFacts facts = plan_facts(problem);
   CHECK(facts.shared_steps > 0 && facts.unowned == 0);
   check_both(problem, run_with(2, 2));
@@ -666,7 +385,7 @@ TEST(random_patterns_with_empty_rows_and_different_query_and_key_counts) {
   // row; columns shared between groups unowned, columns of a single entry owned.
   Shape shape = shape_of(1, 2, 32, 32, 2);
   shape.masked_row = 5;
-  const Problem problem = make_problem(random_with_empty_rows(37, 53, 0.12, 7, {1, 20}), shape, 5);
+  const BackwardProblem problem = make_problem(random_with_empty_rows(37, 53, 0.12, 7, {1, 20}), shape, 5);
   const PlanFacts facts = plan_facts(problem);
   CHECK(facts.owned > 0 && facts.unowned > 0 && facts.empty_rows == 2 && facts.shared_steps > 0);
   check_both(problem, run_with(3, 1));
@@ -678,7 +397,7 @@ TEST(random_patterns_with_empty_rows_and_different_query_and_key_counts) {
 TEST(groups_longer_than_a_step_and_wider_than_a_key_tile) {
   // Bias [1, nnz] shared by both heads, its gradient in one chunk: the wide groups' tiles read-modify-write
   // the partial sums over the set's two problems.
-  const Problem problem = make_problem(wide_and_long_groups(), shape_of(1, 2, 32, 32, 1), 7);
+  const BackwardProblem problem = make_problem(wide_and_long_groups(), shape_of(1, 2, 32, 32, 1), 7);
   const PlanFacts facts = plan_facts(problem);
   CHECK(facts.widest_group == 130 && facts.longest_group == 70 && facts.owned_wide_columns == 230);
   CHECK(facts.unowned > 0 && facts.empty_rows == 2);
@@ -704,10 +423,10 @@ TEST(bias_gradient_over_chunks_of_problems) {
   // Bias [1, nnz], five problems: in four chunks of two problems the last chunk has none (its slice all
   // zeros); in three chunks the last is partial. Bias [H, nnz] with 3 images: two chunks per head.
   const Csr pattern = spattn::patterns::swin(8, 8, 4, 2);
-  const Problem one_head = make_problem(pattern, shape_of(5, 1, 32, 32, 1), 16);
+  const BackwardProblem one_head = make_problem(pattern, shape_of(5, 1, 32, 32, 1), 16);
   CHECK(backward_matches<__half>(one_head, run_with(3, 4)));
   CHECK(backward_matches<__nv_bfloat16>(one_head, run_with(2, 3)));
-  const Problem per_head = make_problem(pattern, shape_of(3, 2, 32, 32, 2), 17);
+  const BackwardProblem per_head = make_problem(pattern, shape_of(3, 2, 32, 32, 2), 17);
   CHECK(backward_matches<__nv_bfloat16>(per_head, run_with(3, 2)));
   CHECK(backward_matches<__half>(per_head, run_with(2, 3)));
 }
@@ -721,14 +440,14 @@ TEST(masked_rows_and_nan_query_rows) {
     nan_query(0, 0)(pattern, in);
     nan_query(3, 100)(pattern, in);
   };
-  const Problem problem = make_problem(spattn::patterns::swin(14, 14, 7, 3), shape, 18, edit);
+  const BackwardProblem problem = make_problem(spattn::patterns::swin(14, 14, 7, 3), shape, 18, edit);
   CHECK(backward_matches<__half>(problem, run_with(3, 1)));
   CHECK(backward_matches<__nv_bfloat16>(problem, run_with(2, 0)));
 }
 
 TEST(strided_operands_of_one_projection) {
   // q, k, v in place in a [B, N, 3, H, D] projection, out and grad_out in [B, N, H, D] order, cp.async.
-  const Problem problem = make_problem(spattn::patterns::swin(14, 14, 7, 3), shape_of(2, 2, 32, 32, 2), 19);
+  const BackwardProblem problem = make_problem(spattn::patterns::swin(14, 14, 7, 3), shape_of(2, 2, 32, 32, 2), 19);
   Run run = run_with(3, 1);
   run.strided = true;
   check_both(problem, run);
@@ -742,7 +461,7 @@ TEST(strided_operands_of_one_projection) {
 TEST(deterministic) {
   // Two runs bitwise equal, and runs on other grids too (each output comes from one item, in a fixed order):
   // 3 blocks, 1 block, and more blocks than items (the extra ones return at once).
-  const Problem problem = make_problem(wide_and_long_groups(), shape_of(2, 1, 32, 32, 1), 21);
+  const BackwardProblem problem = make_problem(wide_and_long_groups(), shape_of(2, 1, 32, 32, 1), 21);
   const unsigned items = static_cast<unsigned>(problem.plan.step_count() * 2);  // two sets: one bias head, 2 chunks
   const auto same = [](const Outputs<__nv_bfloat16>& a, const Outputs<__nv_bfloat16>& b) {
     const auto equal = [](const auto& x, const auto& y) {
@@ -762,14 +481,14 @@ TEST(deterministic) {
 TEST(mutations_make_the_comparison_fail) {
   // Shifted windows (shared steps) and wide groups (several key tiles): the unmutated kernel passes, a
   // swapped A register in mma and a missing wait for the stage each fail.
-  const Problem shifted = make_problem(spattn::patterns::swin(14, 14, 7, 3), shape_of(1, 2, 32, 32, 2), 22);
-  const Problem wide = make_problem(wide_and_long_groups(), shape_of(1, 1, 32, 32, 1), 23);
-  for (const Problem* problem : {&shifted, &wide}) {
+  const BackwardProblem shifted = make_problem(spattn::patterns::swin(14, 14, 7, 3), shape_of(1, 2, 32, 32, 2), 22);
+  const BackwardProblem wide = make_problem(wide_and_long_groups(), shape_of(1, 1, 32, 32, 1), 23);
+  for (const BackwardProblem* problem : {&shifted, &wide}) {
     CHECK(backward_matches<__half>(*problem, run_with(3, 1)));
     CHECK(!backward_matches<SwappedHalf>(*problem, run_with(3, 1), /*report=*/false));
-    flash_backward_test::skip_stage_wait = true;
+    skip_stage_wait = true;
     CHECK(!backward_matches<__half>(*problem, run_with(3, 1), /*report=*/false));
-    flash_backward_test::skip_stage_wait = false;
+    skip_stage_wait = false;
   }
 }
 
