@@ -45,10 +45,11 @@ for pattern in (irregular, swin):
         values = ops_cuda.cusparse_sddmm(a, b, ro, ci)
         ops_cuda.cusparse_spmm(values, b, ro, ci)
 
-# The grouped forward and backward (execution plan; tensor cores for float16 / bfloat16): single-tile groups
-# (Swin windows and regions), groups wider than a 64-column tile, a group longer than a 64-row chunk, columns
-# shared between groups, singleton and empty rows; vector and element-wise loads, more than 48 KiB of shared
-# memory (head dim 128), and the generic fallback past 128.
+# The grouped forward and backward (execution plan; tensor cores for float16 / bfloat16 with its schedule):
+# single-tile groups (Swin windows and regions sharing steps), groups wider than a 64-column tile, a group
+# longer than a 64-row step, columns shared between groups (the column pass over unowned columns), singleton
+# and empty rows; cp.async and element-wise gathers, more than 48 KiB of shared memory, and the generic
+# fallback past 128.
 wide_mask = torch.zeros(90, 150, dtype=torch.bool)
 wide_mask[:10, :130] = True
 wide_mask[10:15, 5:70] = True
@@ -63,17 +64,35 @@ for pattern, dtype, dims in ((swin, torch.float32, ((32, 32), (24, 40), (128, 12
                              (irregular, torch.bfloat16, ((64, 64),))):
     p = pattern.to(cuda)
     group_offsets, group_rows = p.plan()
+    steps, unowned_columns = p.plan_schedule()
     t, permutation = p.transposed()
+    transposed = (t.row_offsets, t.col_indices, permutation)
     n_q, n_k = p.shape
     for d, dv in dims:
         q = torch.randn(3, n_q, d, device=cuda, dtype=dtype)
         k = torch.randn(3, n_k, d, device=cuda, dtype=dtype)
         v = torch.randn(3, n_k, dv, device=cuda, dtype=dtype)
         for bias in (None, torch.randn(2, p.nnz, device=cuda, dtype=dtype)):
-            out, lse = ops.attention_forward_grouped(q, k, v, bias, p.row_offsets, p.col_indices, group_offsets,
-                                                     group_rows, 0.2)
-            ops.attention_backward(torch.randn_like(out), q, k, v, bias, out, lse, p.row_offsets, p.col_indices,
-                                   t.row_offsets, t.col_indices, permutation, 0.2, bias is not None, group_offsets,
-                                   group_rows)
+            # With the plan's schedule (the register-resident tensor-core kernels for float16 / bfloat16) and
+            # without (the SIMT kernels).
+            for schedule in ((steps, unowned_columns), (None, None)):
+                out, lse = ops.attention_forward_grouped(q, k, v, bias, p.row_offsets, p.col_indices, group_offsets,
+                                                         group_rows, 0.2, *transposed, *schedule)
+                ops.attention_backward(torch.randn_like(out), q, k, v, bias, out, lse, p.row_offsets, p.col_indices,
+                                       *transposed, 0.2, bias is not None, group_offsets, group_rows, *schedule)
+
+# The tensor-core kernels on strided operands: q, k, v views of one [B, N, 3, H, D] projection (cp.async
+# gathers), and of one with an odd head dim (element-wise gathers); out in [B, N, H, Dv] order.
+p = swin.to(cuda)
+steps, unowned_columns = p.plan_schedule()
+t, permutation = p.transposed()
+for dtype, d in ((torch.bfloat16, 32), (torch.float16, 20)):
+    qkv = torch.randn(2, p.shape[0], 3, 4, d, device=cuda, dtype=dtype)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    bias = torch.randn(4, p.nnz, device=cuda, dtype=dtype)
+    out, lse = ops.attention_forward_grouped(q, k, v, bias, p.row_offsets, p.col_indices, *p.plan(), 0.2,
+                                             t.row_offsets, t.col_indices, permutation, steps, unowned_columns)
+    ops.attention_backward(torch.randn_like(out), q, k, v, bias, out, lse, p.row_offsets, p.col_indices,
+                           t.row_offsets, t.col_indices, permutation, 0.2, True, *p.plan(), steps, unowned_columns)
 torch.cuda.synchronize()
 print("sanitizer case: every kernel ran")
