@@ -547,8 +547,17 @@ GROUPED_PATTERNS = {
 }
 
 
+def grouped_forward(q, k, v, bias, p, scale, schedule=True):
+    """The grouped forward op on CUDA pattern p: with the plan's schedule (the register-resident tensor-core
+    kernels for float16 / bfloat16) or without it (the SIMT grouped kernel)."""
+    steps = p.plan_schedule() if schedule else (None, None)
+    return spattn_ops.attention_forward_grouped(q, k, v, bias, p.row_offsets, p.col_indices, *p.plan(), scale,
+                                                None, None, None, *steps)
+
+
 def run_grouped_case(pattern, d, dv, dtype, bias_mode, batch=2, heads=3, seed=0, k_offset=0):
-    """The grouped op against the float64 reference and the generic CUDA kernel."""
+    """The grouped op, with and without the plan's schedule, against the float64 reference and the generic
+    CUDA kernel."""
     n_q, n_k = pattern.shape
     p = pattern.to(CUDA)
     csr, plan = (p.row_offsets, p.col_indices), p.plan()
@@ -561,17 +570,18 @@ def run_grouped_case(pattern, d, dv, dtype, bias_mode, batch=2, heads=3, seed=0,
     if bias_mode is not None:
         bias64, bias = randn(1 if bias_mode == "shared" else heads, pattern.nnz, dtype=dtype, seed=seed + 3)
     scale = max(d, 1) ** -0.5
-    out, lse = spattn_ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, scale)
     generic_out, generic_lse = spattn_ops.attention_forward(q, k, v, bias, *csr, scale)
-    torch.cuda.synchronize()
-    assert torch.isfinite(out).all()
     view = lambda t: t.view(batch, heads, *t.shape[1:])  # noqa: E731
     expected = reference.attention(view(q64), view(k64), view(v64), pattern, bias64, scale)
-    close(view(out), expected, dtype, "out")
-    close(out, generic_out, dtype, "out vs the generic kernel")
-    assert torch.equal(torch.isinf(lse), torch.isinf(generic_lse))
-    finite = torch.isfinite(generic_lse)
-    torch.testing.assert_close(lse[finite], generic_lse[finite], rtol=1e-5, atol=1e-5)
+    for schedule in (False, True):
+        out, lse = grouped_forward(q, k, v, bias, p, scale, schedule)
+        torch.cuda.synchronize()
+        assert torch.isfinite(out).all()
+        close(view(out), expected, dtype, f"out (schedule {schedule})")
+        close(out, generic_out, dtype, f"out vs the generic kernel (schedule {schedule})")
+        assert torch.equal(torch.isinf(lse), torch.isinf(generic_lse))
+        finite = torch.isfinite(generic_lse)
+        torch.testing.assert_close(lse[finite], generic_lse[finite], rtol=1e-5, atol=1e-5)
     return pattern, out, lse
 
 
@@ -592,8 +602,8 @@ def test_grouped_forward_head_dims(dims, dtype):
 
 
 def run_grouped_backward_case(pattern, d, dv, dtype, bias_mode, batch=2, heads=3, seed=0):
-    """The backward with the plan (tensor cores for float16 / bfloat16) against the float64 reference and the
-    backward without the plan; deterministic."""
+    """The backward with the plan and its schedule (tensor cores for float16 / bfloat16), with the plan alone
+    (SIMT) and without the plan, against the float64 reference and each other; deterministic."""
     n_q, n_k = pattern.shape
     p = pattern.to(CUDA)
     csr, plan = (p.row_offsets, p.col_indices), p.plan()
@@ -607,20 +617,22 @@ def run_grouped_backward_case(pattern, d, dv, dtype, bias_mode, batch=2, heads=3
         bias64, bias = randn(1 if bias_mode == "shared" else heads, pattern.nnz, dtype=dtype, seed=seed + 3)
     scale = max(d, 1) ** -0.5
     flat = lambda t: t.reshape(batch * heads, *t.shape[2:])  # noqa: E731
-    out, lse = spattn_ops.attention_forward_grouped(flat(q), flat(k), flat(v), bias, *csr, *plan, scale)
+    out, lse = grouped_forward(flat(q), flat(k), flat(v), bias, p, scale)
     grad64, grad = randn(batch, heads, n_q, dv, dtype=dtype, seed=seed + 4)
     arguments = (flat(grad), flat(q), flat(k), flat(v), bias, out, lse, *csr, *transposed, scale, bias is not None)
-    with_plan = spattn_ops.attention_backward(*arguments, *plan)
-    again = spattn_ops.attention_backward(*arguments, *plan)
+    with_plan = spattn_ops.attention_backward(*arguments, *plan, *p.plan_schedule())
+    again = spattn_ops.attention_backward(*arguments, *plan, *p.plan_schedule())
+    plan_alone = spattn_ops.attention_backward(*arguments, *plan)
     without_plan = spattn_ops.attention_backward(*arguments)
     torch.cuda.synchronize()
     leaves = [x.requires_grad_() for x in (q64, k64, v64)] + ([bias64.requires_grad_()] if bias64 is not None else [])
     expected = grads(reference.attention(q64, k64, v64, pattern, bias64, scale), leaves, grad64)
-    for name, got, repeated, rows, want in zip(("grad_q", "grad_k", "grad_v", "grad_bias"), with_plan, again,
-                                               without_plan, expected):
+    for name, got, repeated, simt, rows, want in zip(("grad_q", "grad_k", "grad_v", "grad_bias"), with_plan, again,
+                                                     plan_alone, without_plan, expected):
         assert torch.isfinite(got).all(), name
         assert torch.equal(got, repeated), f"{name} is not deterministic"
         close(got.view(want.shape), want, dtype, name)
+        close(simt.view(want.shape), want, dtype, f"{name} (the plan without its schedule)")
         close(got, rows, dtype, f"{name} vs the backward without the plan")
     return with_plan
 
@@ -643,14 +655,15 @@ def test_grouped_backward_head_dims(dims, dtype):
 
 def swin_backward_arguments(pattern, batch, bias_heads, dtype, scale=0.25):
     """The attention_backward arguments (without the plan) for random inputs of head dim 32 on `pattern`,
-    after the grouped forward; the plan; and the random inputs (q, k, v, grad, bias)."""
+    after the grouped forward; the plan with its schedule (group_offsets, group_rows, steps, unowned_columns);
+    and the random inputs (q, k, v, grad, bias)."""
     pattern = pattern.to(CUDA)
     n = pattern.shape[0]
     q, k, v, grad = (torch.randn(batch, n, 32, device=CUDA, dtype=dtype) for _ in range(4))
     bias = torch.randn(bias_heads, pattern.nnz, device=CUDA, dtype=dtype)
     transposed, permutation = pattern.transposed()
-    csr, plan = (pattern.row_offsets, pattern.col_indices), pattern.plan()
-    out, lse = spattn_ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, scale)
+    csr, plan = (pattern.row_offsets, pattern.col_indices), (*pattern.plan(), *pattern.plan_schedule())
+    out, lse = grouped_forward(q, k, v, bias, pattern, scale)
     arguments = (grad, q, k, v, bias, out, lse, *csr, transposed.row_offsets, transposed.col_indices, permutation,
                  scale, True)
     return arguments, plan, [q, k, v, grad, bias]
@@ -679,24 +692,24 @@ def test_grouped_forward_misaligned_keys():
         run_grouped_case(GROUPED_PATTERNS[kind](), 32, 32, torch.float16, "per_head", k_offset=1)
 
 
-def test_grouped_forward_empty_rows_and_masked_rows():
-    pattern, out, lse = run_grouped_case(GROUPED_PATTERNS["wide_groups"](), 32, 32, torch.float32, "per_head")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_grouped_forward_empty_rows_and_masked_rows(dtype):
+    pattern, out, lse = run_grouped_case(GROUPED_PATTERNS["wide_groups"](), 32, 32, dtype, "per_head")
     empty = (pattern.row_lengths() == 0).to(CUDA)
     assert empty.any() and (out[:, empty] == 0).all() and torch.isneginf(lse[:, empty]).all()
     # A pattern without entries (one group of 5 empty rows).
     nothing = spattn.Pattern.from_dense(torch.zeros(5, 7, dtype=torch.bool)).to(CUDA)
-    q, k, v = (torch.randn(2, n, 32, device=CUDA) for n in (5, 7, 7))
-    out, lse = spattn_ops.attention_forward_grouped(q, k, v, torch.zeros(2, 0, device=CUDA), nothing.row_offsets,
-                                                    nothing.col_indices, *nothing.plan(), 0.2)
+    q, k, v = (torch.randn(2, n, 32, device=CUDA, dtype=dtype) for n in (5, 7, 7))
+    out, lse = grouped_forward(q, k, v, torch.zeros(2, 0, device=CUDA, dtype=dtype), nothing, 0.2)
     assert (out == 0).all() and torch.isneginf(lse).all()
     # Every entry of row 0 masked by a -inf bias, in a single-tile and in a multi-tile group.
     for pattern in (spattn.patterns.swin(8, 8, 4), wide_groups_pattern()):
         p = pattern.to(CUDA)
-        q = torch.randn(2, p.shape[0], 32, device=CUDA)
-        k, v = (torch.randn(2, p.shape[1], 32, device=CUDA) for _ in range(2))
-        bias = torch.zeros(1, p.nnz, device=CUDA)
+        q = torch.randn(2, p.shape[0], 32, device=CUDA, dtype=dtype)
+        k, v = (torch.randn(2, p.shape[1], 32, device=CUDA, dtype=dtype) for _ in range(2))
+        bias = torch.zeros(1, p.nnz, device=CUDA, dtype=dtype)
         bias[0, :int(pattern.row_offsets[1])] = float("-inf")
-        out, lse = spattn_ops.attention_forward_grouped(q, k, v, bias, p.row_offsets, p.col_indices, *p.plan(), 0.2)
+        out, lse = grouped_forward(q, k, v, bias, p, 0.2)
         assert (out[:, 0] == 0).all() and torch.isneginf(lse[:, 0]).all() and torch.isfinite(out).all()
         nonempty = (pattern.row_lengths() > 0).to(CUDA)
         nonempty[0] = False
@@ -739,11 +752,10 @@ def test_grouped_forward_is_deterministic_and_graph_capturable():
     pattern = spattn.patterns.swin(14, 14, 7, shift_size=3).to(CUDA)
     args = [torch.randn(8, 196, 32, device=CUDA, dtype=torch.bfloat16) for _ in range(3)]
     bias = torch.randn(4, pattern.nnz, device=CUDA, dtype=torch.bfloat16)
-    csr, plan = (pattern.row_offsets, pattern.col_indices), pattern.plan()
-    first = spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25)
-    second = spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25)
+    first = grouped_forward(*args, bias, pattern, 0.25)
+    second = grouped_forward(*args, bias, pattern, 0.25)
     assert all(torch.equal(a, b) for a, b in zip(first, second))
-    replay_matches_eager(lambda: spattn_ops.attention_forward_grouped(*args, bias, *csr, *plan, 0.25), args + [bias])
+    replay_matches_eager(lambda: grouped_forward(*args, bias, pattern, 0.25), args + [bias])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -754,8 +766,11 @@ def test_grouped_opcheck_on_cuda(dtype):
     q, k, v = (torch.randn(4, 64, 32, device=CUDA, dtype=dtype, requires_grad=True) for _ in range(3))
     bias = torch.randn(2, pattern.nnz, device=CUDA, dtype=dtype, requires_grad=True)
     csr, plan = (pattern.row_offsets, pattern.col_indices), pattern.plan()
+    transposed, permutation = pattern.transposed()
+    with_schedule = (transposed.row_offsets, transposed.col_indices, permutation, *pattern.plan_schedule())
     for b in (bias, None):
-        torch.library.opcheck(spattn_ops.attention_forward_grouped.default, (q, k, v, b, *csr, *plan, 0.25))
+        for extra in ((), with_schedule):
+            torch.library.opcheck(spattn_ops.attention_forward_grouped.default, (q, k, v, b, *csr, *plan, 0.25, *extra))
 
 
 @pytest.mark.parametrize("kind", ["swin7_shift", "random_empty_rows"])
