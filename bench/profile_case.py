@@ -22,6 +22,9 @@ import io
 import re
 import sys
 
+# Run as a script, so bench/ is on the path: kernel names are shortened as the SASS report does.
+from sass_report import short_name
+
 BATCH, HEADS, SIDE, WINDOW, SHIFT, HEAD_DIM = 64, 4, 56, 7, 3, 32
 
 
@@ -94,22 +97,6 @@ def _value(row: dict, units: dict, metric: str, base_unit: str = "") -> float | 
     return value
 
 
-def short_kernel_name(name: str) -> str:
-    """`void spattn::cuda::detail::attention_forward_flash_kernel<__nv_bfloat16, 32>(...)` ->
-    `attention_forward_flash_kernel<__nv_bfloat16, 32>`."""
-    name = re.sub(r"^void\s+", "", name.strip())
-    depth = 0
-    for i, character in enumerate(name):
-        if character == "<":
-            depth += 1
-        elif character == ">":
-            depth -= 1
-        elif character == "(" and depth == 0 and not name.startswith("(anonymous namespace)", i):
-            name = name[:i]
-            break
-    return re.sub(r"\b[A-Za-z_]\w*::", "", name.replace("(anonymous namespace)::", ""))
-
-
 def summarize(text: str) -> str:
     """One Markdown row per profiled launch from `ncu --import R --page raw --csv` output: the CSV's first
     row names the metrics, its second their units, then one row per launch."""
@@ -138,7 +125,7 @@ def summarize(text: str) -> str:
         def cell(value, digits=1, scale=1.0):
             return "-" if value is None else f"{value * scale:.{digits}f}"
         lines.append("| " + " | ".join([
-            f"`{short_kernel_name(launch.get('Kernel Name', '?'))}`",
+            f"`{short_name(launch.get('Kernel Name', '?'))}`",
             f"{launch.get('Grid Size', '?')} x {launch.get('Block Size', '?')}",
             cell(seconds, 1, 1e6), cell(moved, 1, 1e-6), cell(rate, 0),
             cell(next((v for metric in ("gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed",

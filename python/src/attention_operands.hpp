@@ -29,6 +29,20 @@ inline ProblemShape shape_of_q(const Array& q) {
   return {q.ndim(), size(q, 0), q.ndim() == 4 ? size(q, 1) : 1};
 }
 
+// The sizes of a fused attention call, read off q [.., Nq, D], k [.., Nk, D] and v [.., Nk, Dv] once k and v
+// are known to have q's rank; strided_operand checks the rest of each operand against them.
+struct OperandSizes {
+  ProblemShape shape;
+  index_t rows, cols, head_dim, value_dim;
+};
+
+inline OperandSizes operand_sizes(const Array& q, const Array& k, const Array& v) {
+  const ProblemShape shape = shape_of_q(q);
+  SPATTN_CHECK(k.ndim() == shape.ndim, "k must be ", shape.ndim, "-D like q, got shape ", shape_of(k));
+  SPATTN_CHECK(v.ndim() == shape.ndim, "v must be ", shape.ndim, "-D like q, got shape ", shape_of(v));
+  return {shape, size(q, shape.ndim - 2), size(k, shape.ndim - 2), size(q, shape.ndim - 1), size(v, shape.ndim - 1)};
+}
+
 // An operand with q's rank and leading sizes, `rows` rows of `dim`, q's dtype, last axis contiguous. Returns
 // where its rows live; the stride of an axis of extent 1 is never used and is given as 0 (torch gives such
 // axes arbitrary strides, which would otherwise spoil the kernels' alignment checks).

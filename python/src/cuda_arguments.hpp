@@ -134,12 +134,7 @@ inline Attention check_attention(const Array& q, const Array& k, const Array& v,
                                  const Array& row_offsets, const Array& col_indices, const Array& lse,
                                  Device& device) {
   check_device(q, "q", device);
-  const ProblemShape shape = shape_of_q(q);
-  const index_t rows = size(q, shape.ndim - 2), head_dim = size(q, shape.ndim - 1);
-  SPATTN_CHECK(k.ndim() == shape.ndim, "k must be ", shape.ndim, "-D like q, got shape ", shape_of(k));
-  const index_t cols = size(k, shape.ndim - 2);
-  SPATTN_CHECK(v.ndim() == shape.ndim, "v must be ", shape.ndim, "-D like q, got shape ", shape_of(v));
-  const index_t value_dim = size(v, shape.ndim - 1);
+  const auto [shape, rows, cols, head_dim, value_dim] = operand_sizes(q, k, v);
   Attention attention{};
   attention.shape = shape;
   attention.layouts.q = device_operand(q, "q", q, shape, rows, "q's number of queries", head_dim, "q's head dim",
