@@ -157,3 +157,55 @@ def test_convert_rejects_models_without_swin_blocks():
         spattn.timm.convert(torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match="model"):
         spattn.timm.convert("swin")
+
+
+# ---- torch.compile ---------------------------------------------------------------------------------------
+
+def _small_swin(name: str, image: int) -> torch.nn.Module:
+    """A small model of the family (two stages, a shifted block in each), no stochastic depth."""
+    kwargs = dict(img_size=image, embed_dim=16, depths=(2, 2), num_heads=(1, 2), drop_path_rate=0.0)
+    if name.startswith("swinv2"):
+        kwargs["window_size"] = 4
+    return _model(name, **kwargs)
+
+
+# Inductor is what users run; aot_eager traces the same graphs (Dynamo, AOT autograd) without generating code,
+# which takes minutes on two cores.
+@pytest.mark.parametrize("name,image,backend", [("swin_tiny_patch4_window7_224", 88, "inductor"),
+                                                ("swinv2_tiny_window8_256", 40, "aot_eager")])
+def test_compiled_fullgraph_equals_eager(name, image, backend):
+    # 88 / 4 = 22 tokens a side, then 11: neither divides into windows of 7 (padding keys, region masks); the
+    # layouts were built by convert, so the compiled model never runs an eager pass before tracing.
+    model = _small_swin(name, image)
+    spattn.timm._LAYOUTS.clear()  # none from other tests: convert must build what tracing reads
+    converted = spattn.timm.convert(copy.deepcopy(model))
+    compiled = torch.compile(converted, fullgraph=True, backend=backend)
+    images = torch.randn(2, 3, image, image, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model.eval()(images)
+        actual = compiled.eval()(images)
+    assert (actual - expected).abs().max() < 1e-4 * expected.abs().max()
+
+    # One training step: the compiled converted model's gradients are timm's.
+    model.train(), converted.train()
+    (model(images) ** 2).mean().backward()
+    (compiled(images) ** 2).mean().backward()
+    converted_parameters = dict(converted.named_parameters())
+    for parameter_name, parameter in model.named_parameters():
+        actual_grad = converted_parameters[parameter_name].grad
+        assert actual_grad is not None, parameter_name
+        error = (actual_grad - parameter.grad).norm() / parameter.grad.norm().clamp_min(1e-12)
+        assert error < 1e-4, f"{parameter_name}: relative gradient error {error:.2e}"
+
+
+def test_compiled_fullgraph_names_a_size_it_has_no_layout_for():
+    model = spattn.timm.convert(_model("swin_tiny_patch4_window7_224", img_size=56, embed_dim=16, depths=(2,),
+                                       num_heads=(1,), dynamic_img_size=True)).eval()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    images = torch.randn(1, 3, 84, 84)  # not the configured 56: its layouts were never built
+    with pytest.raises(Exception, match="no timm Swin layout for .21, 21"):
+        with torch.no_grad():
+            compiled(images)
+    with torch.no_grad():
+        expected = model(images)  # an eager pass builds them; now it compiles
+        assert torch.allclose(compiled(images), expected, atol=1e-5)

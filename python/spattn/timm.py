@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ._layout_cache import LayoutCache
 from .functional import _prepare_pattern, scaled_dot_product_attention
 from .pattern import Pattern
 from .patterns import from_groups
@@ -165,24 +166,44 @@ def _windowed_attention_v2(attn, x: torch.Tensor, layout: SwinLayout) -> torch.T
     batch, height, width, channels = x.shape
     q, k, v = _split_heads(_qkv_v2(attn, x.reshape(batch, height * width, channels)), attn.num_heads)
     k, v = _append_padding_keys(k, v, functools.partial(_qkv_v2, attn), x, layout, attn.num_heads)
-    # Cosine attention: unit queries and keys, a learnable temperature per head (folded into q).
-    logit_scale = torch.clamp(attn.logit_scale, max=math.log(1.0 / 0.01)).exp()  # [H, 1, 1]
-    dtype = v.dtype  # autocast may promote the normalised, rescaled q and k: attend in v's dtype
-    q = (F.normalize(q, dim=-1) * logit_scale).to(dtype)
-    k = F.normalize(k, dim=-1).to(dtype)
-    # Continuous position bias: computed once per forward from the MLP, then gathered onto the pattern.
-    table = 16 * torch.sigmoid(attn.cpb_mlp(attn.relative_coords_table).view(-1, attn.num_heads))
-    bias = _bias_on_pattern(table, layout).to(dtype)
-    out = scaled_dot_product_attention(q, k, v, layout.pattern, bias=bias, scale=1.0,
-                                       dropout_p=attn.attn_drop.p if attn.training else 0.0)
+    out = _cosine_attention(q, k, v, attn.logit_scale, attn.cpb_mlp(attn.relative_coords_table), layout,
+                            dropout_p=attn.attn_drop.p if attn.training else 0.0)
     out = attn.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
     return attn.proj_drop(out)
+
+
+def _cosine_attention(q, k, v, logit_scale: torch.Tensor, position_mlp_output: torch.Tensor, layout: SwinLayout,
+                      dropout_p: float) -> torch.Tensor:
+    """Swin V2's attention on the layout (timm's and Hugging Face's):
+    ``softmax(exp(min(logit_scale, log 100)) * cos(q, k) + 16 * sigmoid(table)) v``.
+
+    q, k, v [B, H, N(+padding keys), D]; logit_scale [H, 1, 1]; position_mlp_output: the continuous position
+    bias MLP's output on the relative coordinates table, [..., H] (``(2 * window_h - 1) * (2 * window_w - 1)``
+    positions). Returns [B, H, N, D] (in [B, N, H, D] memory order on the CPU)."""
+    heads = q.shape[1]
+    # Cosine attention: unit queries and keys, a learnable temperature per head (folded into q).
+    scale = torch.clamp(logit_scale, max=math.log(1.0 / 0.01)).exp()  # [H, 1, 1]
+    dtype = v.dtype  # autocast may promote the normalised, rescaled q and k: attend in v's dtype
+    q = (F.normalize(q, dim=-1) * scale).to(dtype)
+    k = F.normalize(k, dim=-1).to(dtype)
+    # Continuous position bias: computed once per forward from the MLP, then gathered onto the pattern.
+    table = 16 * torch.sigmoid(position_mlp_output.reshape(-1, heads))
+    bias = _bias_on_pattern(table, layout).to(dtype)
+    return scaled_dot_product_attention(q, k, v, layout.pattern, bias=bias, scale=1.0, dropout_p=dropout_p)
+
+
+# Layouts by (height, width, window, shift) and device: built eagerly, constants under torch.compile.
+_LAYOUTS = LayoutCache("timm Swin", lambda key, device: swin_layout(*key).to(device))
+
+
+def _layout_key(block, height: int, width: int) -> tuple:
+    return int(height), int(width), tuple(block.window_size), tuple(block.shift_size)
 
 
 def _sparse_attn(self, x: torch.Tensor) -> torch.Tensor:
     """Replacement of SwinTransformerBlock._attn / SwinTransformerV2Block._attn: x [B, H, W, C]."""
     _, height, width, _ = x.shape
-    layout = swin_layout(height, width, tuple(self.window_size), tuple(self.shift_size)).to(x.device)
+    layout = _LAYOUTS.get(_layout_key(self, height, width), x.device)
     return self._spattn_attention(self.attn, x, layout)
 
 
@@ -204,7 +225,9 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
     Every ``SwinTransformerBlock`` / ``SwinTransformerV2Block`` keeps its parameters, buffers and names; its
     window attention (roll, partition, mask) is replaced by one sparse attention over the block's Swin
     pattern with the relative position bias on the pattern. Patterns and bias indices are shared by blocks
-    with the same grid, window and shift.
+    with the same grid, window and shift. The layouts of the model's configured input size are built here
+    (on the model's device), those of other sizes on first use; ``torch.compile(model, fullgraph=True)``
+    reads them as constants (another size or device: run the model once eagerly at it before compiling).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -219,6 +242,10 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
                 module.__class__ = _converted_class(type(module), attention)
                 # The region mask is no longer used; drop it (it is a non-persistent buffer).
                 module.attn_mask = None
+            # The layout of the input size the block was built for, so that torch.compile finds it.
+            parameter = next(module.parameters(), None)
+            _LAYOUTS.prepare(_layout_key(module, *module.input_resolution),
+                             parameter.device if parameter is not None else "cpu")
     if blocks == 0:
         raise ValueError(f"model: no timm Swin Transformer blocks found in {type(model).__name__}")
     return model
