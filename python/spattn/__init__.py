@@ -16,6 +16,7 @@ from .modules import SparseAttention
 from . import ops_cuda  # noqa: F401  (registers the CUDA kernels of the ops)
 from . import timm
 from . import torchvision
+from . import transformers
 from .neighborhood_attention import NeighborhoodAttention2D
 
 __version__ = _C.build_info()["version"]
