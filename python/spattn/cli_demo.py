@@ -11,7 +11,8 @@ def add_parser(commands) -> None:
     parser = commands.add_parser(
         "demo", help="a Swin (timm, torchvision) vs its spattn conversion: equal outputs, speed, memory, pictures")
     parser.add_argument("--model", default=None,
-                        help="timm:NAME, torchvision:NAME (swin_t/s/b, swin_v2_t/s/b, video swin3d_t/s/b) or a bare "
+                        help="timm:NAME, torchvision:NAME (swin_t/s/b, swin_v2_t/s/b, video swin3d_t/s/b), "
+                             "transformers:swin or transformers:swinv2 (random weights) or a bare "
                              "timm NAME (default: swin_tiny_patch4_window7_224 on CPU, swin_base_patch4_window7_224 "
                              "on GPU)")
     parser.add_argument("--size", default=None,

@@ -132,8 +132,22 @@ def _load_torchvision(name: str, batch_size: int, size, pretrained: bool) -> Loa
                        floor=lambda m: _attention_free_torchvision(copy.deepcopy(m)))
 
 
+def _load_transformers(name: str, batch_size: int, size, pretrained: bool) -> LoadedModel:
+    import spattn.transformers
+
+    if name not in ("swin", "swinv2"):
+        raise SystemExit(f"spattn demo: transformers:{name} is not a model of the demo (transformers:swin, "
+                         f"transformers:swinv2)")
+    if pretrained:
+        raise SystemExit("spattn demo: transformers:NAME models are built from their configuration with random "
+                         "weights (--pretrained is for timm and torchvision)")
+    model, images = spattn.transformers.demo_model(name, batch_size, size)
+    return LoadedModel(model, images, spattn.transformers.convert, "transformers")
+
+
 # Model sources of `spattn demo --model SOURCE:NAME`: SOURCE -> loader(name, batch_size, size, pretrained).
-_SOURCES: dict[str, Callable[..., LoadedModel]] = {"timm": _load_timm, "torchvision": _load_torchvision}
+_SOURCES: dict[str, Callable[..., LoadedModel]] = {"timm": _load_timm, "torchvision": _load_torchvision,
+                                                   "transformers": _load_transformers}
 
 
 def _load_model(spec: str, batch_size: int = 1, size=None, pretrained: bool = False,

@@ -31,7 +31,7 @@ from ._windows import padded_window_layout
 from .functional import scaled_dot_product_attention
 from .timm import SwinLayout, _append_padding_keys, _bias_on_pattern, _cosine_attention
 
-__all__ = ["convert", "demo_model"]
+__all__ = ["convert", "demo_model", "DemoClassifier"]
 
 # Layouts by ((height, width), window, shift) and device: built eagerly, constants under torch.compile.
 _LAYOUTS = LayoutCache("Hugging Face Swin", lambda key, device: padded_window_layout(*key).to(device))
@@ -241,13 +241,24 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
 
 # ---- the demo's model ------------------------------------------------------------------------------------
 
+class DemoClassifier(torch.nn.Module):
+    """A Hugging Face image classifier that returns its logits tensor (the demo compares and times tensors)."""
+
+    def __init__(self, classifier: torch.nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(images).logits
+
+
 def demo_model(name: str, batch_size: int = 1, image_size=None) -> tuple[torch.nn.Module, torch.Tensor]:
     """A randomly initialised Hugging Face image classifier for the demo, and an example batch of images.
 
     name: ``"swin"`` (``SwinForImageClassification`` in the shape of microsoft/swin-tiny-patch4-window7-224,
     224 x 224 images) or ``"swinv2"`` (``Swinv2ForImageClassification`` as swinv2-tiny-patch4-window8-256,
-    256 x 256); image_size: (H, W) instead. Returns (model in eval mode, images [batch_size, 3, H, W]).
-    Nothing is downloaded: the configurations are written here.
+    256 x 256); image_size: (H, W) instead. Returns (a :class:`DemoClassifier` in eval mode: images -> logits
+    [batch_size, 1000], images [batch_size, 3, H, W]). Nothing is downloaded: the configurations are here.
     """
     from transformers import (SwinConfig, SwinForImageClassification, Swinv2Config,
                               Swinv2ForImageClassification)
@@ -264,4 +275,4 @@ def demo_model(name: str, batch_size: int = 1, image_size=None) -> tuple[torch.n
         model = Swinv2ForImageClassification(config)
     else:
         raise ValueError(f"name must be 'swin' or 'swinv2', got {name!r}")
-    return model.eval(), torch.randn(batch_size, 3, *size)
+    return DemoClassifier(model).eval(), torch.randn(batch_size, 3, *size)
