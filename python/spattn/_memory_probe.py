@@ -1,8 +1,9 @@
 """Runs one Swin model (optionally converted to spattn) in this fresh process and prints the peak resident
 memory its forward(+backward) needs beyond what the process held before (MiB). Used by
 spattn._benchmark.process_peak_memory; argument: a JSON spec with keys model (a ``spattn demo --model`` spec:
-``timm:NAME``, ``torchvision:NAME`` or a timm NAME), batch_size, size (input size: [H, W] or [T, H, W]),
-converted, backward, threads.
+``timm:NAME``, ``torchvision:NAME`` or a timm NAME), batch_size, size (input size: [H, W] or [T, H, W];
+optional), converted, backward, threads, and optionally warm: run a no-grad forward first (a converted model
+then has its layouts built; memory that forward freed may stay resident and lower the figure).
 
 The process's peak (VmHWM) is reset just before the measured run (Linux: writing 5 to /proc/self/clear_refs),
 so imports and model construction do not mask the run's own peak."""
@@ -34,7 +35,11 @@ def main(spec: dict) -> float:
             with torch.no_grad():
                 model(images)
 
-    # No warm-up run: memory it freed would stay resident and hide the measured run's peak.
+    # No warm-up run unless asked: memory it freed would stay resident and hide the measured run's peak.
+    if spec.get("warm"):
+        model.eval()
+        with torch.no_grad():
+            model(images)
     before = _status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
