@@ -197,3 +197,42 @@ def test_convert_rejects_models_without_swin_attention():
         spattn.torchvision.convert(torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match="model"):
         spattn.torchvision.convert("swin_t")
+
+
+# ---- torch.compile ----------------------------------------------------------------------------------------
+
+def _tiny(kind: str) -> torch.nn.Module:
+    # Windows of 4 pad both stages (36 x 44 images: 18 x 22 then 9 x 11 tokens; 6 x 36 x 44 clips: 3 x 9 x 11
+    # then 3 x 5 x 6 with windows of 2 x 4 x 4); shifted blocks in both.
+    torch.manual_seed(0)
+    common = dict(embed_dim=16, depths=[2, 2], num_heads=[2, 4], stochastic_depth_prob=0.0, num_classes=10)
+    if kind == "video":
+        return _randomise(video_swin_transformer.SwinTransformer3d(patch_size=[2, 4, 4], window_size=[2, 4, 4],
+                                                                   **common))
+    v2 = dict(block=swin_transformer.SwinTransformerBlockV2, downsample_layer=swin_transformer.PatchMergingV2)
+    return _randomise(swin_transformer.SwinTransformer(patch_size=[2, 2], window_size=[4, 4], **common,
+                                                       **(v2 if kind == "v2" else {})))
+
+
+@pytest.mark.parametrize("kind,shape", [("v1", (2, 3, 36, 44)), ("v2", (2, 3, 36, 44)),
+                                        ("video", (1, 3, 6, 36, 44))])
+def test_compiled_fullgraph_equals_eager(kind, shape):
+    # aot_eager traces what inductor would compile (Dynamo, AOT autograd) without generating code.
+    model = _tiny(kind)
+    eager = spattn.torchvision.convert(copy.deepcopy(model))
+    inputs = torch.randn(shape, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        expected = model.eval()(inputs)
+        eager.eval()(inputs)  # builds the layouts of this size: torchvision models record no input size
+    converted = copy.deepcopy(eager)
+    compiled = torch.compile(converted, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        assert _relative_error(compiled.eval()(inputs), expected) < 1e-4
+    # One training step: the compiled model's gradients are the eager converted model's (and so torchvision's).
+    eager.train(), converted.train()
+    (eager(inputs) ** 2).mean().backward()
+    (compiled(inputs) ** 2).mean().backward()
+    compiled_parameters = dict(converted.named_parameters())
+    for name, parameter in eager.named_parameters():
+        error = (compiled_parameters[name].grad - parameter.grad).norm() / parameter.grad.norm().clamp_min(1e-12)
+        assert error < 1e-4, f"{name}: relative gradient error {error:.2e}"

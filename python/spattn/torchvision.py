@@ -26,27 +26,32 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ._layout_cache import LayoutCache
 from ._windows import padded_window_layout
 from .functional import scaled_dot_product_attention
-from .timm import SwinLayout, _append_padding_keys, _bias_on_pattern, _split_heads
+from .timm import SwinLayout, _append_padding_keys, _bias_on_pattern, _cosine_attention, _split_heads
 
 __all__ = ["convert"]
 
 
-def _layout_2d(attn, height: int, width: int) -> SwinLayout:
-    window = tuple(attn.window_size)
+# Layouts by (grid, window, shift, table window) and device: built eagerly, constants under torch.compile.
+_LAYOUTS = LayoutCache("torchvision Swin", lambda key, device: padded_window_layout(*key).to(device))
+
+
+def _layout_key_2d(attn, height: int, width: int) -> tuple:
+    window = tuple(int(w) for w in attn.window_size)
     # torchvision: "If window size is larger than feature size, there is no need to shift window" (padded).
     padded = (math.ceil(height / window[0]) * window[0], math.ceil(width / window[1]) * window[1])
-    shift = tuple(0 if w >= p else s for w, p, s in zip(window, padded, attn.shift_size))
-    return padded_window_layout((height, width), window, shift)
+    shift = tuple(0 if w >= p else int(s) for w, p, s in zip(window, padded, attn.shift_size))
+    return (int(height), int(width)), window, shift, window
 
 
-def _layout_3d(attn, frames: int, height: int, width: int) -> SwinLayout:
+def _layout_key_3d(attn, frames: int, height: int, width: int) -> tuple:
     # Video Swin's _get_window_and_shift_size: the window shrinks to a small input, and does not shift there.
-    sizes = (frames, height, width)
-    window = tuple(min(size, w) for size, w in zip(sizes, attn.window_size))
-    shift = tuple(0 if size <= w else s for size, w, s in zip(sizes, attn.window_size, attn.shift_size))
-    return padded_window_layout(sizes, window, shift, tuple(attn.window_size))
+    sizes = (int(frames), int(height), int(width))
+    window = tuple(min(size, int(w)) for size, w in zip(sizes, attn.window_size))
+    shift = tuple(0 if size <= w else int(s) for size, w, s in zip(sizes, attn.window_size, attn.shift_size))
+    return sizes, window, shift, tuple(int(w) for w in attn.window_size)
 
 
 def _qkv_bias_v2(attn) -> torch.Tensor | None:
@@ -68,14 +73,8 @@ def _attend(attn, x: torch.Tensor, layout: SwinLayout, cosine: bool) -> torch.Te
     k, v = _append_padding_keys(k, v, project, x, layout, attn.num_heads)
     dropout_p = attn.attention_dropout if attn.training else 0.0
     if cosine:
-        # Unit queries and keys, a learnable temperature per head (folded into q).
-        logit_scale = torch.clamp(attn.logit_scale, max=math.log(100.0)).exp()  # [H, 1, 1]
-        dtype = v.dtype  # autocast may promote the normalised, rescaled q and k: attend in v's dtype
-        q = (F.normalize(q, dim=-1) * logit_scale).to(dtype)
-        k = F.normalize(k, dim=-1).to(dtype)
-        table = 16 * torch.sigmoid(attn.cpb_mlp(attn.relative_coords_table).view(-1, attn.num_heads))
-        bias = _bias_on_pattern(table, layout).to(dtype)
-        out = scaled_dot_product_attention(q, k, v, layout.pattern, bias=bias, scale=1.0, dropout_p=dropout_p)
+        out = _cosine_attention(q, k, v, attn.logit_scale, attn.cpb_mlp(attn.relative_coords_table), layout,
+                                dropout_p=dropout_p)
     else:
         # Under autocast the projections are bf16 while the table stays float32: attend in q's dtype.
         bias = _bias_on_pattern(attn.relative_position_bias_table, layout).to(q.dtype)
@@ -88,13 +87,13 @@ def _attend(attn, x: torch.Tensor, layout: SwinLayout, cosine: bool) -> torch.Te
 
 def _forward_2d(self, x: torch.Tensor) -> torch.Tensor:
     """ShiftedWindowAttention(V2).forward on spattn: x [B, H, W, C] -> [B, H, W, C]."""
-    layout = _layout_2d(self, x.shape[1], x.shape[2]).to(x.device)
+    layout = _LAYOUTS.get(_layout_key_2d(self, x.shape[1], x.shape[2]), x.device)
     return _attend(self, x, layout, cosine=self._spattn_cosine)
 
 
 def _forward_3d(self, x: torch.Tensor) -> torch.Tensor:
     """ShiftedWindowAttention3d.forward on spattn: x [B, T, H, W, C] -> [B, T, H, W, C]."""
-    layout = _layout_3d(self, x.shape[1], x.shape[2], x.shape[3]).to(x.device)
+    layout = _LAYOUTS.get(_layout_key_3d(self, x.shape[1], x.shape[2], x.shape[3]), x.device)
     return _attend(self, x, layout, cosine=False)
 
 
@@ -120,7 +119,9 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
     ``ShiftedWindowAttention3d`` (``swin3d_t/s/b``) keeps its parameters, buffers and names; its forward
     (pad, roll, window partition, region mask) becomes one sparse attention over the block's pattern with
     the relative position bias on the pattern, with torchvision's semantics (see the module's docstring).
-    Inputs of any size: patterns are built per (grid, window, shift) on first use and shared by blocks.
+    Inputs of any size: patterns are built per (grid, window, shift) on first use in eager mode and shared
+    by blocks. ``torch.compile(model, fullgraph=True)`` reads them as constants: run the model once eagerly at
+    each input size (and device) before compiling (torchvision's models do not record an input size).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
