@@ -237,6 +237,7 @@ def test_compiled_fullgraph_equals_eager(kind):
     _assert_gradients_equal(eager, converted)
 
 
+@pytest.mark.slow  # ~30 s: the demo times a tiny-sized model
 def test_demo_runs_transformers_models(tmp_path, capsys):
     # (Hugging Face's Swin fails on grids below its window, as 64 x 80 images give in the last stage.)
     pytest.importorskip("matplotlib")
