@@ -367,8 +367,8 @@ def run_table() -> int:
                     print(f"{stage:<26}{method:<18}  FAILED {e['error'][:60]}")
                     continue
                 share = e.get("gbps") / copy_gbps * 100 if e.get("gbps") and copy_gbps else None
-                print(f"{stage:<26}{method:<18}{fmt(e.get('forward_ms'), 3):>9}{fmt(e.get('forward_backward_ms'), 3):>10}"
-                      f"{fmt(e.get('gbps'), 0):>8}{fmt(share, 0):>8}")
+                print(f"{stage:<26}{method:<18}{fmt(e.get('forward_ms'), 3):>9}"
+                      f"{fmt(e.get('forward_backward_ms'), 3):>10}{fmt(e.get('gbps'), 0):>8}{fmt(share, 0):>8}")
     timm_rows = [e for e in entries if e["kind"] == "timm"]
     if timm_rows:
         print(f"\n{'swin_base b64 bf16':<22}{'fwd':>9}{'fwd+bwd':>10}{'peak GiB':>10}{'max|diff|':>11}")

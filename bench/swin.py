@@ -23,7 +23,8 @@ CPU_RUNS = [("swin_tiny_patch4_window7_224", 8), ("swin_base_patch4_window7_224"
 def machine_description(device: str) -> str:
     if device == "cuda":
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
 def main() -> None:

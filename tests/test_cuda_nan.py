@@ -6,15 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-import spattn
+import spattn.ops_cuda  # registers the CUDA kernels of the spattn ops
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_row_whose_only_key_is_nan_gives_nan(dtype):
-    import spattn.ops_cuda  # noqa: F401
-
     pattern = spattn.Pattern.from_csr([0, 1, 2, 2], [0, 1], (3, 2))  # row 2 is empty
     q = torch.ones(1, 3, 8, dtype=dtype, device="cuda")
     k = torch.ones(1, 2, 8, dtype=dtype, device="cuda")
@@ -26,8 +24,6 @@ def test_a_row_whose_only_key_is_nan_gives_nan(dtype):
 
 
 def test_softmax_of_a_nan_row_is_nan():
-    import spattn.ops_cuda  # noqa: F401
-
     pattern = spattn.Pattern.from_csr([0, 1, 3], [0, 0, 1], (2, 2))
     values = torch.tensor([[float("nan"), float("-inf"), float("-inf")]], device="cuda")
     out = spattn.sparse_softmax(values, pattern)

@@ -110,7 +110,9 @@ def swin_cases():
 
 def swin_call(H, W, window, shift):
     """Calls swin with ints when both axes agree (the common form) and pairs otherwise."""
-    as_arg = lambda pair: pair[0] if pair[0] == pair[1] else pair
+    def as_arg(pair):
+        return pair[0] if pair[0] == pair[1] else pair
+
     return patterns.swin(H, W, as_arg(window), as_arg(shift))
 
 
@@ -260,7 +262,8 @@ def test_from_block_layout(layout, block_size):
     expected = blocks.repeat_interleave(block_size, 0).repeat_interleave(block_size, 1)
     assert_matches(patterns.from_block_layout(blocks, block_size), expected)
     # Written with integers 0/1 it means the same.
-    assert patterns.from_block_layout(blocks.to(torch.int64), block_size).equal(patterns.from_block_layout(blocks, block_size))
+    as_integers = patterns.from_block_layout(blocks.to(torch.int64), block_size)
+    assert as_integers.equal(patterns.from_block_layout(blocks, block_size))
 
 
 @pytest.mark.skipif(not hasattr(patterns, "from_groups"), reason="spattn.patterns.from_groups not in this build")

@@ -22,7 +22,8 @@ from .neighborhood_attention import NeighborhoodAttention2D
 __version__ = _C.build_info()["version"]
 
 __all__ = ["Pattern", "patterns", "layouts", "scaled_dot_product_attention", "sddmm", "sparse_softmax", "spmm",
-           "SparseAttention", "NeighborhoodAttention2D", "build_info", "cmake_dir", "__version__"]
+           "SparseAttention", "NeighborhoodAttention2D", "timm", "torchvision", "transformers", "build_info",
+           "cmake_dir", "__version__"]
 
 
 def build_info() -> dict:

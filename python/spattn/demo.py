@@ -1,5 +1,6 @@
 """The Swin showcase: a Swin Transformer (timm's or torchvision's, Video Swin included) and its spattn
-conversion side by side — equal outputs, speed, memory, and pictures of the pattern. `spattn demo` and bench/swin.py both run it."""
+conversion side by side — equal outputs, speed, memory, and pictures of the pattern. `spattn demo` and
+bench/swin.py both run it."""
 
 from __future__ import annotations
 
