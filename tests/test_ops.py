@@ -284,6 +284,24 @@ def test_opcheck(index):
     torch.library.opcheck(op, args)
 
 
+def test_fake_kernels_check_shapes():
+    """The fake kernels refuse what the kernels would (torch._check), so a traced graph fails while tracing."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    pattern = spattn.patterns.causal_1d(6)
+    with FakeTensorMode() as mode:
+        csr = [mode.from_tensor(t) for t in (pattern.row_offsets, pattern.col_indices)]
+        a, b = torch.empty(2, 6, 4), torch.empty(2, 6, 4)
+        assert ops.sddmm(a, b, *csr).shape == (2, pattern.nnz)
+        with pytest.raises(RuntimeError, match="dim 5 must match a's 4"):
+            ops.sddmm(a, torch.empty(2, 6, 5), *csr)
+        with pytest.raises(RuntimeError, match="row_offsets must have 7 \\+ 1"):
+            ops.attention_forward(torch.empty(2, 7, 4), b, b, None, *csr, 1.0)
+        with pytest.raises(RuntimeError, match="bias must have nnz"):
+            ops.attention_forward(a, b, b, torch.empty(1, pattern.nnz + 1), *csr, 1.0)
+        with pytest.raises(RuntimeError, match="v must be 3-D like q"):
+            ops.attention_forward(a, b, torch.empty(1, 2, 6, 4), None, *csr, 1.0)
+
+
 def test_torch_compile_fullgraph_matches_eager_with_learnable_bias():
     torch._dynamo.reset()
     pattern = random_pattern(16, 16, seed=11)
@@ -388,7 +406,8 @@ def test_plan_groups_rows_with_identical_columns(kind):
 
 def grouped_inputs(pattern, bias_heads=1, dtype=torch.float64):
     n_q, n_k = pattern.shape
-    q, k, v = leaf(2, n_q, 6, dtype=dtype, seed=1), leaf(2, n_k, 6, dtype=dtype, seed=2), leaf(2, n_k, 4, dtype=dtype, seed=3)
+    q, k = leaf(2, n_q, 6, dtype=dtype, seed=1), leaf(2, n_k, 6, dtype=dtype, seed=2)
+    v = leaf(2, n_k, 4, dtype=dtype, seed=3)
     bias = leaf(bias_heads, pattern.nnz, dtype=dtype, seed=4)
     return q, k, v, bias, (pattern.row_offsets, pattern.col_indices), pattern.plan()
 

@@ -170,7 +170,8 @@ def test_tensor_core_shared_bytes_binding():
         with pytest.raises(ValueError, match="without CUDA"):
             spattn._C.cuda_tensor_core_shared_bytes("forward", 32, 32, 2)
         return
-    forward, backward = (spattn._C.cuda_tensor_core_shared_bytes(kernel, 32, 32, 2) for kernel in ("forward", "backward"))
+    forward, backward = (spattn._C.cuda_tensor_core_shared_bytes(kernel, 32, 32, 2)
+                         for kernel in ("forward", "backward"))
     # Two stages of q, k, v (64 rows of 40 elements) and bias runs (64 x 72), at least; the backward adds out, dO.
     assert 2 * (3 * 64 * 40 * 2 + 64 * 72 * 2) <= forward < backward <= 227 * 1024
     assert spattn._C.cuda_tensor_core_shared_bytes("forward", 128, 128, 2) > forward
@@ -257,9 +258,8 @@ def test_torch_compile_uses_a_plan_and_transpose_built_before_tracing():
     SparseAttention prepare theirs) gets the grouped kernel in the compiled graph, and its transpose and the
     plan's schedule go in as inputs of the forward op, so the backward does not recompute the transpose
     (spattn::transpose_pattern) and gets the schedule; results equal eager's."""
-    from spattn.functional import _prepare_pattern
 
-    pattern = _prepare_pattern(spattn.patterns.swin(14, 14, 7, shift_size=3))
+    pattern = spattn.patterns.swin(14, 14, 7, shift_size=3).prepare()
     q = torch.randn(1, 2, 196, 16, requires_grad=True)
 
     def loss(q):
@@ -282,9 +282,8 @@ def test_torch_compile_uses_a_plan_and_transpose_built_before_tracing():
 def test_torch_compile_building_blocks_get_the_transpose_as_inputs():
     """sddmm and spmm carry a prepared pattern's transpose into the graph too (their backward reduces over
     it), instead of their backward recomputing it."""
-    from spattn.functional import _prepare_pattern
 
-    pattern = _prepare_pattern(spattn.patterns.swin(14, 14, 7, shift_size=3))
+    pattern = spattn.patterns.swin(14, 14, 7, shift_size=3).prepare()
     a = torch.randn(2, 196, 8, requires_grad=True)
 
     def loss(a):

@@ -10,7 +10,7 @@ key of Python values (grid size, window, shift) and the device::
     _LAYOUTS.prepare((height, width, window, shift), device)          # at conversion, for the model's size
 
 In eager mode a missing layout is built (``build(key, device)``, which returns it ready on ``device``, its
-patterns prepared with ``functional._prepare_pattern``) and kept. While ``torch.compile`` traces, ``get`` is a
+patterns prepared with ``Pattern.prepare``) and kept. While ``torch.compile`` traces, ``get`` is a
 plain dict read: the layout's tensors enter the graph as constants, its patterns' plans are found cached,
 and the graph is guarded on the key (another input size recompiles). A key never built eagerly cannot be
 built while tracing: with ``fullgraph=True`` compilation stops with an error naming the key (run the model

@@ -17,7 +17,6 @@ import math
 
 import torch
 
-from .functional import _prepare_pattern
 from .patterns import from_groups
 from .timm import SwinLayout
 
@@ -88,4 +87,4 @@ def padded_window_layout(sizes: tuple[int, ...], window_size: tuple[int, ...], s
     for stride, extent in zip(_strides(table_window), table_window):
         delta = (query_flat // stride) % extent - (key_flat // stride) % extent + extent - 1
         bias_index = bias_index * (2 * extent - 1) + delta
-    return SwinLayout(_prepare_pattern(pattern), bias_index.contiguous(), len(padding_slots))
+    return SwinLayout(pattern.prepare(), bias_index.contiguous(), len(padding_slots))

@@ -172,38 +172,15 @@ _CUDA_GROUPED_MAX_MEAN_ROW_LENGTH = 256
 _CUDA_GROUPED_MAX_DIM = 128
 
 
-def _plan_statistics(pattern: Pattern) -> tuple[int, int]:
-    """(groups, rows of the largest group), from the plan on the CPU: no device synchronisation. (The plan is
-    fetched first: Pattern.cached holds the pattern's lock while it computes, so computations must not nest.)"""
-    cpu = pattern.cpu()
-    group_offsets = cpu.plan()[0]
-
-    def compute():
-        sizes = group_offsets.diff()
-        return int(sizes.numel()), int(sizes.max()) if sizes.numel() else 0
-    return cpu.cached("grouped_plan_statistics", compute)
-
-
-def _prepare_pattern(pattern: Pattern) -> Pattern:
-    """Builds what the kernels derive from the pattern now (its plan with the plan's schedule and statistics,
-    and its transpose; cached on the pattern), so that code traced by torch.compile later finds them: tracing
-    cannot build them. Modules holding a pattern call it."""
-    pattern.plan()
-    pattern.plan_schedule()
-    _plan_statistics(pattern)
-    pattern.transposed()
-    return pattern
-
-
 def _transposed_for_backward(pattern: Pattern, *tensors: Tensor | None) -> tuple:
     """``(t_row_offsets, t_col_indices, permutation)`` for the fused ops when a backward pass may follow
     (computed once and cached on the pattern; while tracing, only a transpose cached before), else ()."""
     if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors):
         return ()
     if torch.compiler.is_compiling():
-        cached = pattern._cache.get("transposed")
+        cached = pattern.cached("transposed")
         if cached is None:
-            return ()  # the backward computes it (ops._transposed)
+            return ()  # the backward computes it (ops._given_or_computed_transpose)
     else:
         cached = pattern.transposed()
     transposed, permutation = cached
@@ -220,15 +197,14 @@ def _grouped_plan(pattern: Pattern, q: Tensor, v: Tensor) -> tuple[tuple, tuple]
                                     pattern.nnz > _CUDA_GROUPED_MAX_MEAN_ROW_LENGTH * n_rows):
         return None
     if torch.compiler.is_compiling():
-        # Tracing cannot build a plan (host code), but one built before (Pattern.plan(); Swin layouts and
+        # Tracing cannot build a plan (host code), but one built before (Pattern.prepare(); Swin layouts and
         # SparseAttention build theirs) is a constant of the graph.
-        cpu = pattern._cache.get(("on", torch.device("cpu")), pattern)
-        if "plan" not in pattern._cache or "grouped_plan_statistics" not in cpu._cache:
+        if pattern.cached("plan") is None or pattern.cached("plan_statistics") is None:
             return None
-        schedule = pattern._cache.get("plan_schedule", (None, None))
+        schedule = pattern.cached("plan_schedule") or (None, None)
     else:
         schedule = pattern.plan_schedule()
-    groups, largest = _plan_statistics(pattern)
+    groups, largest = pattern.plan_statistics()
     if n_rows < _GROUPED_MIN_ROWS_PER_GROUP * groups:
         return None
     if q.device.type == "cuda" and largest > _CUDA_GROUPED_MAX_GROUP_ROWS:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from . import _checks
-from .functional import _prepare_pattern, scaled_dot_product_attention
+from .functional import scaled_dot_product_attention
 from .pattern import Pattern
 
 __all__ = ["SparseAttention"]
@@ -38,7 +38,7 @@ class SparseAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         # Plan and transpose built now: torch.compile cannot build them while tracing.
-        self.pattern = None if pattern is None else _prepare_pattern(pattern)
+        self.pattern = None if pattern is None else pattern.prepare()
 
     def forward(self, x: Tensor, pattern: Pattern | None = None) -> Tensor:
         pattern = self.pattern if pattern is None else pattern

@@ -38,6 +38,72 @@ def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+# ---- what the fake kernels check -------------------------------------------------------------------------
+# The fake kernels check with torch._check (as pytorch/extension-cpp's do) what the kernels require of ranks,
+# sizes, dtypes and devices, so that a graph traced by torch.compile with bad inputs fails while tracing, as
+# eager mode would, instead of producing wrong shapes downstream. The bindings check the rest (strides, index
+# ranges) when the kernels run.
+def _check_like(name: str, tensor: Tensor | None, like: Tensor, dtype: torch.dtype | None = None) -> None:
+    """``tensor`` (if given) is on ``like``'s device, of ``dtype`` (default: ``like``'s)."""
+    if tensor is None:
+        return
+    dtype = like.dtype if dtype is None else dtype
+    torch._check(tensor.dtype == dtype, lambda: f"{name} must be {dtype}, got {tensor.dtype}")
+    torch._check(tensor.device == like.device, lambda: f"{name} must be on {like.device}, got {tensor.device}")
+
+
+def _check_pattern(row_offsets: Tensor, col_indices: Tensor, n_rows, like: Tensor) -> None:
+    """The CSR tensors: 1-D int64 on ``like``'s device, ``n_rows + 1`` offsets."""
+    for name, tensor in (("row_offsets", row_offsets), ("col_indices", col_indices)):
+        torch._check(tensor.dim() == 1, lambda: f"{name} must be 1-D, got {tensor.dim()}-D")
+        torch._check(tensor.dtype == torch.int64, lambda: f"{name} must be int64, got {tensor.dtype}")
+        torch._check(tensor.device == like.device, lambda: f"{name} must be on {like.device}, got {tensor.device}")
+    torch._check(row_offsets.shape[0] == n_rows + 1,
+                 lambda: f"row_offsets must have {n_rows} + 1 entries, got {row_offsets.shape[0]}")
+
+
+def _check_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, row_offsets: Tensor,
+                     col_indices: Tensor) -> None:
+    """q ``[.., Nq, D]``, k ``[.., Nk, D]``, v ``[.., Nk, Dv]`` with the same leading sizes, bias
+    ``[bias_heads, nnz]``, and the pattern's Nq rows."""
+    torch._check(q.dim() in (3, 4), lambda: f"q must be 3-D or 4-D, got {q.dim()}-D")
+    for name, tensor in (("k", k), ("v", v)):
+        _check_like(name, tensor, q)
+        torch._check(tensor.dim() == q.dim(), lambda: f"{name} must be {q.dim()}-D like q, got {tensor.dim()}-D")
+    for axis in range(q.dim() - 2):
+        torch._check(k.shape[axis] == q.shape[axis], lambda: f"k's dimension {axis} must match q's")
+        torch._check(v.shape[axis] == q.shape[axis], lambda: f"v's dimension {axis} must match q's")
+    torch._check(k.shape[-1] == q.shape[-1], lambda: f"k's head dim {k.shape[-1]} must match q's {q.shape[-1]}")
+    torch._check(v.shape[-2] == k.shape[-2], lambda: f"v's {v.shape[-2]} keys must match k's {k.shape[-2]}")
+    if bias is not None:
+        _check_like("bias", bias, q)
+        torch._check(bias.dim() == 2, lambda: f"bias must be [bias_heads, nnz], got {bias.dim()}-D")
+        torch._check(bias.shape[1] == col_indices.shape[0],
+                     lambda: f"bias must have nnz = {col_indices.shape[0]} values per head, got {bias.shape[1]}")
+    _check_pattern(row_offsets, col_indices, q.shape[-2], q)
+
+
+def _check_sddmm(a: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor) -> None:
+    """a ``[batch, n_rows, D]``, b ``[batch, n_cols, D]``, the pattern's n_rows rows."""
+    for name, tensor in (("a", a), ("b", b)):
+        torch._check(tensor.dim() == 3, lambda: f"{name} must be 3-D [batch, N, D], got {tensor.dim()}-D")
+    _check_like("b", b, a)
+    torch._check(b.shape[0] == a.shape[0], lambda: f"b's batch {b.shape[0]} must match a's {a.shape[0]}")
+    torch._check(b.shape[2] == a.shape[2], lambda: f"b's dim {b.shape[2]} must match a's {a.shape[2]}")
+    _check_pattern(row_offsets, col_indices, a.shape[1], a)
+
+
+def _check_spmm(values: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor) -> None:
+    """values ``[batch, nnz]``, b ``[batch, n_cols, D]``, the pattern's CSR tensors."""
+    torch._check(values.dim() == 2, lambda: f"values must be [batch, nnz], got {values.dim()}-D")
+    torch._check(b.dim() == 3, lambda: f"b must be 3-D [batch, N, D], got {b.dim()}-D")
+    _check_like("b", b, values)
+    torch._check(b.shape[0] == values.shape[0], lambda: f"b's batch {b.shape[0]} must match values' {values.shape[0]}")
+    torch._check(values.shape[1] == col_indices.shape[0],
+                 lambda: f"values must have nnz = {col_indices.shape[0]} per batch element, got {values.shape[1]}")
+    _check_pattern(row_offsets, col_indices, row_offsets.shape[0] - 1, b)
+
+
 # ---- the transposed pattern for backward passes ----------------------------------------------------------
 # Backward passes reduce over the pattern's transpose. The forward ops take it as optional inputs (the
 # functional API passes the one cached on the Pattern), which reach their backward also in graphs traced by
@@ -62,6 +128,7 @@ def transpose_pattern(row_offsets: Tensor, col_indices: Tensor, n_cols: int) -> 
 
 @transpose_pattern.register_fake
 def _(row_offsets, col_indices, n_cols):
+    _check_pattern(row_offsets, col_indices, row_offsets.shape[0] - 1, row_offsets)
     nnz = col_indices.shape[0]
     return row_offsets.new_empty(n_cols + 1), col_indices.new_empty(nnz), col_indices.new_empty(nnz)
 
@@ -79,6 +146,7 @@ def sddmm(a: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor, t_row_
 
 @sddmm.register_fake
 def _(a, b, row_offsets, col_indices, t_row_offsets=None, t_col_indices=None, permutation=None):
+    _check_sddmm(a, b, row_offsets, col_indices)
     return a.new_empty(a.shape[0], col_indices.shape[0])
 
 
@@ -94,6 +162,8 @@ def sddmm_backward(grad: Tensor, a: Tensor, b: Tensor, row_offsets: Tensor, col_
 
 @sddmm_backward.register_fake
 def _(grad, a, b, *pattern):
+    _check_sddmm(a, b, pattern[0], pattern[1])
+    _check_like("grad", grad, a)
     return _contiguous_like(a, b)
 
 
@@ -126,6 +196,10 @@ def sparse_softmax(values: Tensor, row_offsets: Tensor, col_indices: Tensor) -> 
 
 @sparse_softmax.register_fake
 def _(values, row_offsets, col_indices):
+    torch._check(values.dim() == 2, lambda: f"values must be [batch, nnz], got {values.dim()}-D")
+    torch._check(values.shape[1] == col_indices.shape[0],
+                 lambda: f"values must have nnz = {col_indices.shape[0]} per batch element, got {values.shape[1]}")
+    _check_pattern(row_offsets, col_indices, row_offsets.shape[0] - 1, values)
     return _contiguous_like(values)[0]
 
 
@@ -139,6 +213,9 @@ def sparse_softmax_backward(grad: Tensor, out: Tensor, row_offsets: Tensor, col_
 
 @sparse_softmax_backward.register_fake
 def _(grad, out, row_offsets, col_indices):
+    _check_like("grad", grad, out)
+    for axis in range(2):
+        torch._check(grad.shape[axis] == out.shape[axis], lambda: f"grad must be shaped like out {tuple(out.shape)}")
     return _contiguous_like(out)[0]
 
 
@@ -168,6 +245,7 @@ def spmm(values: Tensor, b: Tensor, row_offsets: Tensor, col_indices: Tensor, t_
 
 @spmm.register_fake
 def _(values, b, row_offsets, col_indices, t_row_offsets=None, t_col_indices=None, permutation=None):
+    _check_spmm(values, b, row_offsets, col_indices)
     return b.new_empty(b.shape[0], row_offsets.shape[0] - 1, b.shape[2])
 
 
@@ -183,6 +261,8 @@ def spmm_backward(grad_out: Tensor, values: Tensor, b: Tensor, row_offsets: Tens
 
 @spmm_backward.register_fake
 def _(grad_out, values, b, *pattern):
+    _check_spmm(values, b, pattern[0], pattern[1])
+    _check_like("grad_out", grad_out, b)
     return _contiguous_like(values, b)
 
 
@@ -210,7 +290,8 @@ def _attention_outputs(q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
 
 # The forward ops optionally take the pattern's transpose (t_row_offsets, t_col_indices, permutation): they do
 # not use it, but their backward does, and as inputs of the forward op they reach the backward even in a graph
-# traced by torch.compile. Without them the backward finds or computes the transpose (see _transposed).
+# traced by torch.compile. Without them the backward computes the transpose (see
+# _given_or_computed_transpose).
 @torch.library.custom_op("spattn::attention_forward", mutates_args=(), device_types="cpu")
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], row_offsets: Tensor,
                       col_indices: Tensor, scale: float, t_row_offsets: Optional[Tensor] = None,
@@ -230,6 +311,7 @@ def _cpu_attention_forward(q, k, v, bias, row_offsets, col_indices, group_offset
 
 @attention_forward.register_fake
 def _(q, k, v, bias, row_offsets, col_indices, scale, t_row_offsets=None, t_col_indices=None, permutation=None):
+    _check_attention(q, k, v, bias, row_offsets, col_indices)
     return _attention_outputs(q, v)
 
 
@@ -264,6 +346,10 @@ def attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indic
 @attention_backward.register_fake
 def _(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices, permutation,
       scale, bias_requires_grad, group_offsets=None, group_rows=None, steps=None, unowned_columns=None):
+    _check_attention(q, k, v, bias, row_offsets, col_indices)
+    _check_like("grad_out", grad_out, q)
+    _check_like("out", out, q)
+    _check_like("lse", lse, q, dtype=_lse_dtype(q.dtype))
     grad_bias = _contiguous_like(bias)[0] if bias is not None and bias_requires_grad else None
     return (*_contiguous_like(q, k, v), grad_bias)
 
@@ -313,6 +399,7 @@ def attention_forward_grouped(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Te
 @attention_forward_grouped.register_fake
 def _(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, scale, t_row_offsets=None,
       t_col_indices=None, permutation=None, steps=None, unowned_columns=None):
+    _check_attention(q, k, v, bias, row_offsets, col_indices)
     return _attention_outputs(q, v)
 
 

@@ -110,10 +110,12 @@ class Pattern:
         return self._row_offsets[1:] - self._row_offsets[:-1]
 
     # ---- derived data, computed once -------------------------------------------------------------------
-    def cached(self, key, compute):
-        """The value cached under ``key``, computing it with ``compute()`` the first time (thread-safe)."""
+    def cached(self, key, compute=None):
+        """The value cached under ``key``, computing it with ``compute()`` the first time (thread-safe).
+        Without ``compute``: the cached value or None, never computing it (code traced by torch.compile
+        cannot run the host code that builds a transpose or a plan, but finds one built before)."""
         value = self._cache.get(key)
-        if value is None:
+        if value is None and compute is not None:
             with self._cache_lock:
                 value = self._cache.get(key)
                 if value is None:
@@ -138,7 +140,8 @@ class Pattern:
         return self.transposed()[0]
 
     def rows_by_length(self) -> torch.Tensor:
-        """Row indices by decreasing length (ties by row), the order kernels hand out rows in."""
+        """Row indices by decreasing length (ties by row): an order that starts long rows first, for load
+        balance in the caller's own loops (no spattn kernel uses it)."""
         return self.cached("rows_by_length", lambda: torch.from_numpy(
             np.asarray(_C.csr_rows_by_length(*self._core_args()))).to(self.device))
 
@@ -171,6 +174,35 @@ class Pattern:
         arrays = self._plan_arrays()
         return self.cached("plan_schedule", lambda: arrays[2:])
 
+    def plan_statistics(self) -> tuple[int, int]:
+        """``(groups, rows of the largest group)`` of :meth:`plan`, from the plan on the CPU (no device
+        synchronisation); cached."""
+        if self.device.type != "cpu":
+            statistics = self.cpu().plan_statistics()  # fetched first: cached computations must not nest
+            return self.cached("plan_statistics", lambda: statistics)
+        group_offsets = self.plan()[0]
+
+        def compute():
+            sizes = group_offsets.diff()
+            return int(sizes.numel()), int(sizes.max()) if sizes.numel() else 0
+        return self.cached("plan_statistics", compute)
+
+    _PREPARED = ("transposed", "plan", "plan_schedule", "plan_statistics")
+
+    def prepare(self) -> "Pattern":
+        """Builds now what the kernels derive from the pattern (its transpose, plan, the plan's schedule and
+        statistics; cached), so that code traced by torch.compile later finds them: tracing cannot build
+        them. Modules and layouts holding a pattern call it. Returns the pattern."""
+        self.transposed()
+        self.plan()
+        self.plan_schedule()
+        self.plan_statistics()
+        return self
+
+    def is_prepared(self) -> bool:
+        """Whether everything :meth:`prepare` builds is cached on this pattern (on its device)."""
+        return all(self.cached(key) is not None for key in self._PREPARED)
+
     # ---- devices and conversions -----------------------------------------------------------------------
     def to(self, device) -> "Pattern":
         """This pattern on ``device``; the same object when it is already there."""
@@ -190,7 +222,8 @@ class Pattern:
         return self if self.device.type == "cpu" else self.to("cpu")
 
     def cuda(self, device=None) -> "Pattern":
-        return self.to("cuda" if device is None else torch.device("cuda", device) if isinstance(device, int) else device)
+        device = torch.device("cuda", device) if isinstance(device, int) else device
+        return self.to("cuda" if device is None else device)
 
     def to_dense(self) -> torch.Tensor:
         """The pattern as a ``[n_rows, n_cols]`` bool tensor (for small patterns: it is N x N)."""
@@ -234,9 +267,3 @@ class Pattern:
     def __repr__(self) -> str:
         return (f"Pattern(shape={self._shape}, nnz={self.nnz}, density={self.density:.3%}, "
                 f"device={self.device})")
-
-    def plot(self, grid=None, path=None, **kwargs):
-        """Draws the pattern (and, for a 2-D ``grid=(H, W)``, each query's attention map); see
-        :func:`spattn.plot.plot_pattern`."""
-        from .plot import plot_pattern
-        return plot_pattern(self, grid=grid, path=path, **kwargs)

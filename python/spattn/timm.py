@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ._layout_cache import LayoutCache
-from .functional import _prepare_pattern, scaled_dot_product_attention
+from .functional import scaled_dot_product_attention
 from .pattern import Pattern
 from .patterns import from_groups
 
@@ -95,7 +95,7 @@ def swin_layout(height: int, width: int, window_size: tuple[int, int], shift_siz
     delta_h = within_h[key_h[query_of_entry]] - within_h[key_h[key_of_entry]] + window_h - 1
     delta_w = within_w[key_w[query_of_entry]] - within_w[key_w[key_of_entry]] + window_w - 1
     bias_index = (delta_h * (2 * window_w - 1) + delta_w).contiguous()
-    return SwinLayout(_prepare_pattern(pattern), bias_index, padded_h * padded_w - real_tokens)
+    return SwinLayout(pattern.prepare(), bias_index, padded_h * padded_w - real_tokens)
 
 
 _device_layouts: dict = {}
@@ -109,7 +109,7 @@ def _layout_on_device(layout: SwinLayout, device: torch.device) -> SwinLayout:
     moved = _device_layouts.get(key)
     if moved is None:
         with _device_layouts_lock:
-            moved = _device_layouts.setdefault(key, SwinLayout(_prepare_pattern(layout.pattern.to(device)),
+            moved = _device_layouts.setdefault(key, SwinLayout(layout.pattern.to(device).prepare(),
                                                                layout.bias_index.to(device), layout.padding_tokens))
     return moved
 
