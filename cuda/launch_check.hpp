@@ -14,11 +14,3 @@
 
 // After a kernel launch: catches bad launch configurations without synchronising the stream.
 #define SPATTN_CUDA_CHECK_LAUNCH() SPATTN_CUDA_CHECK(cudaGetLastError())
-
-namespace spattn::cuda {
-
-// Fills out[0..count) with value on stream; the smallest kernel, used to check that the toolchain, the
-// runtime and a device work together (and by kernels that clear their outputs).
-void fill(float* out, long long count, float value, cudaStream_t stream);
-
-}  // namespace spattn::cuda

@@ -76,8 +76,8 @@ Transposed transpose(CsrView pattern);
 Csr union_of(CsrView a, CsrView b);
 Csr intersection_of(CsrView a, CsrView b);
 
-// Row indices sorted by decreasing length (ties in increasing row order): the order in which kernels
-// hand out rows so that long rows start first and threads finish together.
+// Row indices sorted by decreasing length (ties in increasing row order), for callers that want long rows to
+// start first so that threads finish together. No kernel uses it (yet).
 std::vector<index_t> rows_by_length(CsrView pattern);
 
 }  // namespace spattn
