@@ -1,20 +1,18 @@
 #pragma once
 // The argument blocks of the fused attention kernels, shared by the SIMT kernels (attention_forward_grouped.cu,
-// attention_backward.cu) and the tensor-core kernels of the execution plan (attention_*_mma_kernel.cuh), and
+// attention_backward.cu) and the tensor-core kernels of the execution plan (attention_*_flash_kernel.cuh), and
 // the entry points of the tensor-core launchers.
 
 #include "attention_common.cuh"
 
 namespace spattn::cuda::detail {
 
-// The forward over the execution plan.
+// The row-by-row forward (attention_forward.cu).
 template <typename D>
-struct GroupedArguments {
-  index_t rows, cols, batch, head_dim, value_dim, bias_heads, groups;
+struct ForwardArguments {
+  index_t rows, cols, batch, head_dim, value_dim, bias_heads;
   const index_t* __restrict__ row_offsets;
   const index_t* __restrict__ col_indices;
-  const index_t* __restrict__ group_offsets;
-  const index_t* __restrict__ group_rows;
   const D* __restrict__ q;     // [batch, rows, head_dim]
   const D* __restrict__ k;     // [batch, cols, head_dim]
   const D* __restrict__ v;     // [batch, cols, value_dim]
@@ -22,11 +20,19 @@ struct GroupedArguments {
   D* __restrict__ out;         // [batch, rows, value_dim]
   float* __restrict__ lse;     // [batch, rows]
   float scale;
-  bool vectorized;  // SIMT kernel: every row of k and v aligned to 4 elements, head_dim, value_dim multiples of 4
   // Where the rows of q, k, v and out live (spattn/kernels.hpp: problem p is (p / heads, p % heads)), so that
   // they can be strided views of one projection and out can be written in [B, N, H, Dv] order.
   index_t heads;
   OperandLayout q_layout, k_layout, v_layout, out_layout;
+};
+
+// The forward over the execution plan: the same operands, and the plan.
+template <typename D>
+struct GroupedArguments : ForwardArguments<D> {
+  index_t groups;
+  const index_t* __restrict__ group_offsets;
+  const index_t* __restrict__ group_rows;
+  bool vectorized;  // SIMT kernel: every row of k and v aligned to 4 elements, head_dim, value_dim multiples of 4
   // The plan's tensor-core schedule (spattn/plan.hpp), null without one.
   index_t step_count;
   const index_t* __restrict__ steps;

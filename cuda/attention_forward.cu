@@ -1,28 +1,12 @@
 // Fused sparse attention forward: for each (problem, row), an online softmax over the row's entries,
 // out = softmax(scale * q k^T + bias) v and lse = log-sum-exp of the scores. Scores never touch memory.
 
-#include "attention_common.cuh"
+#include "attention_arguments.cuh"
 #include "launcher_arguments.cuh"
 
 namespace spattn::cuda {
 namespace detail {
 namespace {
-
-template <typename D>
-struct ForwardArguments {
-  index_t rows, cols, batch, head_dim, value_dim, bias_heads;
-  const index_t* __restrict__ row_offsets;
-  const index_t* __restrict__ col_indices;
-  const D* __restrict__ q;     // [batch, rows, head_dim] through q_layout
-  const D* __restrict__ k;     // [batch, cols, head_dim] through k_layout
-  const D* __restrict__ v;     // [batch, cols, value_dim] through v_layout
-  const D* __restrict__ bias;  // [bias_heads, nnz] or null
-  D* __restrict__ out;         // [batch, rows, value_dim] through out_layout
-  float* __restrict__ lse;     // [batch, rows]
-  float scale;
-  index_t heads;  // problem p is (p / heads, p % heads) in the layouts
-  OperandLayout q_layout, k_layout, v_layout, out_layout;
-};
 
 template <typename Shape, typename D>
 __global__ void __launch_bounds__(kThreadsPerBlock) attention_forward_kernel(const ForwardArguments<D> args) {
