@@ -1,6 +1,6 @@
 #pragma once
 // The strided operands of the fused attention bindings, CPU (bind_cpu_attention.cpp) and CUDA
-// (bind_cuda_kernels.cpp, bind_plan.cpp): q, k, v, out and grad_out are [batch, N, dim] or [B, H, N, dim] with
+// (bind_cuda_attention.cpp): q, k, v, out and grad_out are [batch, N, dim] or [B, H, N, dim] with
 // any non-negative strides but a contiguous last axis, so that q, k and v can be views of one fused projection
 // ([B, N, 3, H, D]) and out can be written in [B, N, H, dim] order without copies; the kernels take where
 // their rows live as OperandLayouts (spattn/kernels.hpp). Devices are checked by each backend's binding.

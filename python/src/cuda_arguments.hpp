@@ -1,5 +1,5 @@
 #pragma once
-// Argument checks of the CUDA kernel bindings (bind_cuda_kernels.cpp, bind_plan.cpp). Every array arrives
+// Argument checks of the CUDA kernel bindings (bind_cuda_kernels.cpp, bind_cuda_attention.cpp). Every array arrives
 // through DLPack without a copy; every shape, dtype, layout and device is checked on the host before a kernel
 // is enqueued, so that no size a caller passes can make a kernel read or write out of bounds. The pattern's
 // and the plan's contents (offsets, column indices, the permutation, groups, steps) live on the device and are

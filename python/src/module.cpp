@@ -14,6 +14,7 @@ void bind_neighborhood(nb::module_& module);
 void bind_cpu_kernels(nb::module_& module);
 void bind_cpu_attention(nb::module_& module);
 void bind_cuda_kernels(nb::module_& module);
+void bind_cuda_attention(nb::module_& module);
 void bind_plan(nb::module_& module);
 }  // namespace spattn::python
 
@@ -51,5 +52,6 @@ NB_MODULE(_C, module) {
   spattn::python::bind_cpu_kernels(module);
   spattn::python::bind_cpu_attention(module);
   spattn::python::bind_cuda_kernels(module);
+  spattn::python::bind_cuda_attention(module);
   spattn::python::bind_plan(module);
 }
