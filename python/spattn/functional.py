@@ -165,7 +165,11 @@ def spmm(values: Tensor, b: Tensor, pattern: Pattern, backend: str = "spattn") -
 # average; other patterns take the row-by-row kernels. Eager mode only: the plan is built on the host the
 # first time (then cached on the pattern), which tracing cannot do. On CUDA a thread block serves all rows
 # of a group, so one huge group would serialise on one block, and keys must fit shared memory: capped. (The
-# CPU kernel splits big groups across threads and sends groups it cannot serve densely row by row.)
+# CPU kernel splits big groups across threads and sends groups it cannot serve densely row by row.) These limits
+# are decided here, not in the CUDA launchers, because they need the plan's group sizes and the pattern's nnz,
+# which the launchers hold only in device memory (reading them would synchronise the stream, which CUDA graph
+# capture forbids); the Pattern keeps them on the host. The launchers still fall back to the row-by-row kernel
+# on their own for what they can see (head dims, shared memory).
 _GROUPED_MIN_ROWS_PER_GROUP = 4
 _CUDA_GROUPED_MAX_GROUP_ROWS = 1024
 _CUDA_GROUPED_MAX_MEAN_ROW_LENGTH = 256

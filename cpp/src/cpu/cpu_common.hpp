@@ -302,6 +302,14 @@ inline void zero_output(T* out, index_t n) {
 // The fused kernels are compiled a second time for AVX2 + FMA (GCC on x86-64) and pick that copy when
 // the CPU has it. Helpers above are inlined into either copy and vectorised for its target. GCC only: it
 // applies `#pragma GCC target` to lambdas too; other compilers build the baseline copy alone.
+// Why the kernels are .inc files included twice (attention_forward.cpp, attention_backward.cpp), inside the
+// namespaces `baseline` and `avx2`, rather than templates in a header compiled by a second file with
+// -mavx2 -mfma: the inline helpers and templates of this header (and of <algorithm>, <cmath>) would then be
+// compiled once per file under different flags, and the linker keeps one copy of each at random (they are the
+// same entity under the ODR), so the baseline path could end up calling an AVX2 copy and die with SIGILL on a
+// CPU without AVX2. Here every copy of a kernel is a distinct function, and anything defined outside the
+// pragma keeps the baseline target (it is only inlined into the AVX2 copies). The price is the include block
+// repeated in the two files.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SPATTN_CPU_DISPATCH_AVX2 1
 // SPATTN_CPU_BASELINE=1 in the environment forces the baseline copy (so tests cover both on one machine).
