@@ -38,7 +38,8 @@ struct GroupedArguments : ForwardArguments<D> {
   const index_t* __restrict__ steps;
 };
 
-// The backward, with or without the plan.
+// The backward, with or without the plan. It does not extend ForwardArguments: there out is an output, here
+// an input (const), and the backward's plan comes with its unowned columns.
 template <typename D>
 struct BackwardArguments {
   index_t rows, cols, batch, head_dim, value_dim, bias_heads;
