@@ -17,11 +17,12 @@ bool launch_backward(BackwardArguments<D>& args, FlashOptions gathers, cudaStrea
   if (!mma_kernel_ready(kernel_address, shared_bytes)) return false;
 
   FlashBackwardOptions options{gathers, args.batch, 1, nullptr};
+  // Blocks resident at once: the persistent grid, and what the bias-gradient chunks are sized to fill.
+  const index_t capacity = persistent_blocks(kernel_address, kFlashThreads, shared_bytes, index_t{1} << 40);
   index_t chunks = 0;
   if (args.grad_bias != nullptr) {
     // Problems of a bias head are split into as few chunks as fill the device: one chunk per head (no
     // partial sums to add but one) when the plan has enough steps, more for small patterns.
-    const index_t capacity = persistent_blocks(kernel_address, kFlashThreads, shared_bytes, index_t{1} << 40);
     const index_t problems_per_head = (args.batch + args.bias_heads - 1) / args.bias_heads;
     const index_t items_per_chunk = args.step_count * args.bias_heads;
     // The nearest whole number of waves: Swin stage 1 (65 steps x 4 heads = 260 items, 264 resident blocks on
@@ -34,7 +35,7 @@ bool launch_backward(BackwardArguments<D>& args, FlashOptions gathers, cudaStrea
     options.bias_sums = args.bias_partial;
   }
   const index_t items = args.step_count * options.problem_sets;
-  kernel<<<persistent_blocks(kernel_address, kFlashThreads, shared_bytes, items), kFlashThreads,
+  kernel<<<static_cast<int>(items < capacity ? items : capacity), kFlashThreads,
            static_cast<std::size_t>(shared_bytes), stream>>>(args, options);
   SPATTN_CUDA_CHECK_LAUNCH();
   if (args.grad_bias != nullptr) args.bias_chunks = chunks;  // the caller sums this many slices

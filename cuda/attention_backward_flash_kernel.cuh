@@ -76,9 +76,11 @@ __global__ void __launch_bounds__(kFlashThreads, flash_backward_blocks_per_sm<kM
   };
   const auto problems_in_set = [&](index_t item) -> index_t {
     if (!sum_bias) return 1;
-    index_t count = 0;
-    while (count < options.problems_per_chunk && problem_of(item, count) >= 0) ++count;
-    return count > 0 ? count : 1;  // the phantom
+    // Head h has ceil((batch - h) / bias_heads) problems; chunk c takes up to P of them from c P on.
+    const index_t set = item % sets, head = set % heads_of_sets, chunk = set / heads_of_sets;
+    const index_t of_head = head < args.batch ? (args.batch - head + args.bias_heads - 1) / args.bias_heads : 0;
+    const index_t left = of_head - chunk * options.problems_per_chunk;
+    return left < 1 ? 1 : left > options.problems_per_chunk ? options.problems_per_chunk : left;  // 1: the phantom
   };
 
   const auto issue = [&](index_t item, index_t j, int tile, const StepDescriptor& d, int stage) {
@@ -213,16 +215,15 @@ __global__ void __launch_bounds__(kFlashThreads, flash_backward_blocks_per_sm<kM
         bias_rows(bias, base, t, d, args.bias + (problem % args.bias_heads) * nnz, tile, options.gathers.async, warp,
                   lane);
       }
+      to_log2_scores(weights, key_blocks, bias, scale_log2, lane);
 #pragma unroll
       for (int n = 0; n < kKeyBlocks; ++n) {
         if (n >= key_blocks) continue;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int h = i / 2, column = n * 8 + pair + i % 2;
-          float x = weights[n].x[i] * scale_log2;
-          if (has_bias) x = fmaf(to_float(bias[h][column]), kLog2e, x);
           const bool valid = group + 8 * h < rows && column < tile_keys && row_lse[h] != kNegativeInfinity;
-          weights[n].x[i] = valid ? fast_exp2(x - row_lse[h]) : 0.f;
+          weights[n].x[i] = valid ? fast_exp2(weights[n].x[i] - row_lse[h]) : 0.f;
         }
       }
       // dP = dO V^T, then dS = P (dP - delta) in place.

@@ -136,15 +136,6 @@ inline bool rows_aligned_to(const D* base, const OperandLayout& layout, index_t 
          layout.head_stride % elements == 0 && layout.row_stride % elements == 0;
 }
 
-// Whether `layout` addresses the rows of `batch` problems exactly as the contiguous [batch, rows, dim] does
-// (strides of axes of extent 1 do not matter).
-inline bool layout_is_contiguous(const OperandLayout& layout, index_t batch, index_t heads, index_t rows,
-                                 index_t dim) {
-  const index_t leading = heads > 0 ? (batch + heads - 1) / heads : 0;
-  return (rows <= 1 || layout.row_stride == dim) && (heads <= 1 || layout.head_stride == rows * dim) &&
-         (leading <= 1 || layout.batch_stride == heads * rows * dim);
-}
-
 // Calls launch(FragmentShape<...>{}) with the shape for these dims; `aligned`: every dense row the kernel
 // touches starts on a multiple of 4 elements (needed by the fast paths' vector loads and stores).
 template <typename Launch>

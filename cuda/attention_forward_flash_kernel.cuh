@@ -118,6 +118,7 @@ __global__ void __launch_bounds__(kFlashThreads, flash_forward_blocks_per_sm<kMa
         bias_rows(bias, base, t, d, args.bias + (item % args.batch % args.bias_heads) * nnz, tile, options.async,
                   warp, lane);
       }
+      to_log2_scores(scores, key_blocks, bias, scale_log2, lane);
       float tile_max[2] = {kNegativeInfinity, kNegativeInfinity};
       bool nan_seen[2] = {false, false};
 #pragma unroll
@@ -126,8 +127,7 @@ __global__ void __launch_bounds__(kFlashThreads, flash_forward_blocks_per_sm<kMa
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int h = i / 2, column = n * 8 + pair + i % 2;
-          float x = scores[n].x[i] * scale_log2;
-          if (has_bias) x = fmaf(to_float(bias[h][column]), kLog2e, x);
+          float x = scores[n].x[i];
           if (column >= tile_keys) x = kNegativeInfinity;
           nan_seen[h] |= isnan(x);
           tile_max[h] = fmaxf(tile_max[h], x);

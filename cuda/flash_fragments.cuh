@@ -97,4 +97,23 @@ __device__ __forceinline__ void bias_rows(const D* (&rows)[2], const char* stage
   }
 }
 
+// The products S of this lane (its rows group and group + 8, columns pair and pair + 1 of each n8 block) in
+// place as scores in the log2 domain, S scale log2(e) + bias log2(e); `bias` the rows' runs from bias_rows,
+// or nulls without a bias.
+template <typename D>
+__device__ __forceinline__ void to_log2_scores(Accumulator (&scores)[kKeyBlocks], int key_blocks,
+                                               const D* const (&bias)[2], float scale_log2, int lane) {
+  const int pair = 2 * (lane % 4);
+#pragma unroll
+  for (int n = 0; n < kKeyBlocks; ++n) {
+    if (n >= key_blocks) continue;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float x = scores[n].x[i] * scale_log2;
+      if (bias[0] != nullptr) x = fmaf(to_float(bias[i / 2][n * 8 + pair + i % 2]), kLog2e, x);
+      scores[n].x[i] = x;
+    }
+  }
+}
+
 }  // namespace spattn::cuda::detail
