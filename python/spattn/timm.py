@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ._conversion import converted_class
 from ._layout_cache import LayoutCache
 from .functional import scaled_dot_product_attention
 from .pattern import Pattern
@@ -209,8 +210,8 @@ def _sparse_attn(self, x: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=None)
 def _converted_class(block_class: type, attention) -> type:
-    return type(f"Spattn{block_class.__name__}", (block_class,),
-                {"_attn": _sparse_attn, "_spattn_attention": staticmethod(attention), "__module__": __name__})
+    # (Cached here too: each call would wrap `attention` in a new staticmethod.)
+    return converted_class(block_class, __name__, _attn=_sparse_attn, _spattn_attention=staticmethod(attention))
 
 
 def _block_kinds():

@@ -26,6 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ._conversion import converted_class
 from ._layout_cache import LayoutCache
 from ._windows import padded_window_layout
 from .functional import scaled_dot_product_attention
@@ -98,11 +99,6 @@ def _forward_3d(self, x: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def _converted_class(attention_class: type, forward, cosine: bool) -> type:
-    return type(f"Spattn{attention_class.__name__}", (attention_class,),
-                {"forward": forward, "_spattn_cosine": cosine, "__module__": __name__})
-
-
 def _attention_kinds():
     # Most derived first: ShiftedWindowAttentionV2 is a ShiftedWindowAttention.
     from torchvision.models import swin_transformer
@@ -132,7 +128,7 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
             if isinstance(module, attention_class):
                 blocks += 1
                 if not hasattr(type(module), "_spattn_cosine"):  # converting twice changes nothing
-                    module.__class__ = _converted_class(type(module), forward, cosine)
+                    module.__class__ = converted_class(type(module), __name__, forward=forward, _spattn_cosine=cosine)
                 break
     if blocks == 0:
         raise ValueError(f"model: no torchvision Swin Transformer attention found in {type(model).__name__}")

@@ -26,6 +26,7 @@ import functools
 
 import torch
 
+from ._conversion import converted_class
 from ._layout_cache import LayoutCache
 from ._windows import padded_window_layout
 from .functional import scaled_dot_product_attention
@@ -160,10 +161,6 @@ def _swinv2_layer_keys(layer, height: int, width: int) -> list[tuple]:
 # ---- conversion ----------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def _converted_class(layer_class: type, forward) -> type:
-    return type(f"Spattn{layer_class.__name__}", (layer_class,), {"forward": forward, "__module__": __name__})
-
-
 def _check_swin_layer(layer) -> None:
     attention = layer.attention
     if not all(hasattr(attention, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj", "relative_position_bias")):
@@ -230,7 +227,7 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
             if check is not None:
                 check(module)
             if type(module).forward is not forward:  # converting twice changes nothing
-                module.__class__ = _converted_class(type(module), forward)
+                module.__class__ = converted_class(type(module), __name__, forward=forward)
             parameter = next(module.parameters(), None)
             for key in keys(module, *grids.get(module, module.input_resolution)):
                 _LAYOUTS.prepare(key, parameter.device if parameter is not None else "cpu")
