@@ -7,7 +7,10 @@
 //   attention        q [batch, rows, head_dim], k [batch, cols, head_dim], v [batch, cols, value_dim],
 //                    out [batch, rows, value_dim], lse [batch, rows]
 //   pattern values   [batch, nnz] in CSR order
-//   bias             [bias_heads, nnz]; problem `bh` reads head bh % bias_heads (1 = shared by all heads)
+//   bias             [bias_heads, nnz]; problem `bh` reads head bh % bias_heads (1 = shared by all heads,
+//                    H = one per head, batch = one per problem: a [B, H, nnz] bias)
+//   grouped-query    with dims.head_group = g > 1, query head h reads k/v head h / g: k and v (and grad_k,
+//                    grad_v) hold batch / g problems; the kernels sum dK and dV over the g query heads
 // Rows without entries give zero outputs and zero gradients, and their log-sum-exp is -infinity.
 // Kernels never allocate device memory; scratch space is passed in as `workspace`.
 
@@ -45,24 +48,31 @@ struct AttentionDims {
   index_t value_dim = 0;   // Dv of v and out
   index_t bias_heads = 0;  // 0: no bias; 1: bias [nnz] shared; H: bias [H, nnz], head = problem % H
   index_t heads = 1;       // H: problem p is (batch p / H, head p % H); only strided layouts (below) use it
+  index_t head_group = 1;  // query heads per k/v head (GQA/MQA): query head h reads k/v head h / head_group
+
+  constexpr index_t kv_heads() const { return heads / head_group; }
+  constexpr index_t kv_batch() const { return batch / head_group; }
 };
 
 // Where the rows of one attention operand ([B, H, N, dim], problem p = b * H + h) live, in elements:
-// row n of problem p starts at (p / H) * batch_stride + (p % H) * head_stride + n * row_stride, and the
-// last axis is contiguous. The CPU attention kernels take these so that q, k and v can be strided views of
+// row n of problem p starts at (p / H) * batch_stride + ((p % H) / head_group) * head_stride + n * row_stride,
+// and the last axis is contiguous (head_group > 1 for k and v under grouped-query attention: several query
+// heads read one k/v head in place, with no repeat copy). The CPU attention kernels take these so that q, k and v can be strided views of
 // one fused projection ([B, N, 3, H, D]) and out can be written in [B, N, H, D] order: no copies around
 // the kernel. The contiguous [batch, N, dim] of the contract above is `contiguous(heads, N, dim)`.
 struct OperandLayout {
   index_t batch_stride = 0;
   index_t head_stride = 0;
   index_t row_stride = 0;
+  index_t head_group = 1;
 
-  static constexpr OperandLayout contiguous(index_t heads, index_t rows, index_t dim) {
-    return {heads * rows * dim, rows * dim, dim};
+  // `heads` query heads; an operand with head_group > 1 stores heads / head_group of them.
+  static constexpr OperandLayout contiguous(index_t heads, index_t rows, index_t dim, index_t head_group = 1) {
+    return {heads / head_group * rows * dim, rows * dim, dim, head_group};
   }
-  // Offset of row 0 of `problem`.
+  // Offset of row 0 of `problem` (a query problem: b * heads + h).
   constexpr index_t problem_offset(index_t problem, index_t heads) const {
-    return (problem / heads) * batch_stride + (problem % heads) * head_stride;
+    return (problem / heads) * batch_stride + ((problem % heads) / head_group) * head_stride;
   }
 };
 
@@ -74,8 +84,8 @@ struct AttentionLayouts {
   static constexpr AttentionLayouts contiguous(CsrView pattern, AttentionDims dims) {
     const index_t heads = dims.heads;
     return {OperandLayout::contiguous(heads, pattern.rows, dims.head_dim),
-            OperandLayout::contiguous(heads, pattern.cols, dims.head_dim),
-            OperandLayout::contiguous(heads, pattern.cols, dims.value_dim),
+            OperandLayout::contiguous(heads, pattern.cols, dims.head_dim, dims.head_group),
+            OperandLayout::contiguous(heads, pattern.cols, dims.value_dim, dims.head_group),
             OperandLayout::contiguous(heads, pattern.rows, dims.value_dim),
             OperandLayout::contiguous(heads, pattern.rows, dims.value_dim)};
   }
