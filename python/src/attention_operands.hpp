@@ -20,38 +20,51 @@ struct ProblemShape {
   std::size_t ndim;
   index_t leading;  // B, or batch for 3-D operands
   index_t heads;
+  index_t kv_heads;  // k's and v's: a divisor of heads under grouped-query attention (GQA/MQA), else heads
   index_t batch() const { return leading * heads; }
+  index_t head_group() const { return heads / kv_heads; }  // query heads reading each k/v head
 };
 
 inline ProblemShape shape_of_q(const Array& q) {
   SPATTN_CHECK(q.ndim() == 3 || q.ndim() == 4, "q must be 3-D [batch, N, D] or 4-D [B, H, N, D], got shape ",
                shape_of(q));
-  return {q.ndim(), size(q, 0), q.ndim() == 4 ? size(q, 1) : 1};
+  const index_t heads = q.ndim() == 4 ? size(q, 1) : 1;
+  return {q.ndim(), size(q, 0), heads, heads};
 }
 
 // The sizes of a fused attention call, read off q [.., Nq, D], k [.., Nk, D] and v [.., Nk, Dv] once k and v
-// are known to have q's rank; strided_operand checks the rest of each operand against them.
+// are known to have q's rank; strided_operand checks the rest of each operand against them. 4-D k and v may
+// have fewer heads than q, a divisor of q's (grouped-query attention).
 struct OperandSizes {
   ProblemShape shape;
   index_t rows, cols, head_dim, value_dim;
 };
 
 inline OperandSizes operand_sizes(const Array& q, const Array& k, const Array& v) {
-  const ProblemShape shape = shape_of_q(q);
-  SPATTN_CHECK(k.ndim() == shape.ndim, "k must be ", shape.ndim, "-D like q, got shape ", shape_of(k));
-  SPATTN_CHECK(v.ndim() == shape.ndim, "v must be ", shape.ndim, "-D like q, got shape ", shape_of(v));
+  const std::size_t ndim = shape_of_q(q).ndim;
+  SPATTN_CHECK(k.ndim() == ndim, "k must be ", ndim, "-D like q, got shape ", shape_of(k));
+  SPATTN_CHECK(v.ndim() == ndim, "v must be ", ndim, "-D like q, got shape ", shape_of(v));
+  ProblemShape shape = shape_of_q(q);
+  if (shape.ndim == 4) {
+    shape.kv_heads = size(k, 1);
+    SPATTN_CHECK(shape.kv_heads >= 1 && shape.heads % shape.kv_heads == 0, "k: its ", shape.kv_heads,
+                 " heads must divide q's ", shape.heads, " (grouped-query attention), got shape ", shape_of(k));
+  }
   return {shape, size(q, shape.ndim - 2), size(k, shape.ndim - 2), size(q, shape.ndim - 1), size(v, shape.ndim - 1)};
 }
 
-// An operand with q's rank and leading sizes, `rows` rows of `dim`, q's dtype, last axis contiguous. Returns
-// where its rows live; the stride of an axis of extent 1 is never used and is given as 0 (torch gives such
-// axes arbitrary strides, which would otherwise spoil the kernels' alignment checks).
+// An operand with q's rank and leading sizes, `heads` heads (q's, or k's for k and v), `rows` rows of `dim`,
+// q's dtype, last axis contiguous. Returns where its rows live (head_group > 1 when it has fewer heads than q); the
+// stride of an axis of extent 1 is never used and is given as 0 (torch gives such axes arbitrary strides, which would
+// otherwise spoil the kernels' alignment checks).
 inline OperandLayout strided_operand(const Array& array, const char* name, const Array& q, ProblemShape shape,
-                                     index_t rows, const char* rows_meaning, index_t dim, const char* dim_meaning) {
+                                     index_t heads, index_t rows, const char* rows_meaning, index_t dim,
+                                     const char* dim_meaning) {
   SPATTN_CHECK(array.ndim() == shape.ndim, name, " must be ", shape.ndim, "-D like q, got shape ", shape_of(array));
   check_same_dtype(array, name, q, "q");
   check_size(array, name, 0, shape.leading, "q's dimension 0");
-  if (shape.ndim == 4) check_size(array, name, 1, shape.heads, "q's number of heads");
+  if (shape.ndim == 4)
+    check_size(array, name, 1, heads, heads == shape.heads ? "q's number of heads" : "k's number of heads");
   check_size(array, name, shape.ndim - 2, rows, rows_meaning);
   check_size(array, name, shape.ndim - 1, dim, dim_meaning);
   SPATTN_CHECK(dim <= 1 || array.stride(shape.ndim - 1) == 1, name,
@@ -62,7 +75,7 @@ inline OperandLayout strided_operand(const Array& array, const char* name, const
   const auto stride = [&array](std::size_t axis) -> index_t {
     return array.shape(axis) > 1 ? static_cast<index_t>(array.stride(axis)) : 0;
   };
-  return {stride(0), shape.ndim == 4 ? stride(1) : 0, stride(shape.ndim - 2)};
+  return {stride(0), shape.ndim == 4 ? stride(1) : 0, stride(shape.ndim - 2), shape.heads / heads};
 }
 
 // An output written through its strides: no two elements may share memory (an expanded tensor would make

@@ -21,10 +21,10 @@ namespace spattn::python {
 namespace {
 
 // An operand on the CPU (see attention_operands.hpp).
-OperandLayout checked_operand(const Array& array, const char* name, const Array& q, ProblemShape shape, index_t rows,
-                              const char* rows_meaning, index_t dim, const char* dim_meaning) {
+OperandLayout checked_operand(const Array& array, const char* name, const Array& q, ProblemShape shape, index_t heads,
+                              index_t rows, const char* rows_meaning, index_t dim, const char* dim_meaning) {
   SPATTN_CHECK(array.device_type() == nb::device::cpu::value, name, " must be on the CPU");
-  return strided_operand(array, name, q, shape, rows, rows_meaning, dim, dim_meaning);
+  return strided_operand(array, name, q, shape, heads, rows, rows_meaning, dim, dim_meaning);
 }
 
 // A contiguous array of rank `ndim` whose leading sizes are q's (lse: q's shape without its last axis).
@@ -89,16 +89,19 @@ Attention check_attention(const Array& q, const Array& k, const Array& v, const 
   const auto [shape, rows, cols, head_dim, value_dim] = operand_sizes(q, k, v);
   Attention attention{};
   attention.shape = shape;
-  attention.layouts.q = checked_operand(q, "q", q, shape, rows, "q's number of queries", head_dim, "q's head dim");
-  attention.layouts.k = checked_operand(k, "k", q, shape, cols, "k's number of keys", head_dim, "q's head dim");
-  attention.layouts.v = checked_operand(v, "v", q, shape, cols, "k's number of keys", value_dim, "v's head dim");
+  attention.layouts.q =
+      checked_operand(q, "q", q, shape, shape.heads, rows, "q's number of queries", head_dim, "q's head dim");
+  attention.layouts.k =
+      checked_operand(k, "k", q, shape, shape.kv_heads, cols, "k's number of keys", head_dim, "q's head dim");
+  attention.layouts.v =
+      checked_operand(v, "v", q, shape, shape.kv_heads, cols, "k's number of keys", value_dim, "v's head dim");
   check_contiguous_like(lse, "lse", shape, shape.ndim - 1);
   check_size(lse, "lse", shape.ndim - 2, rows, "the number of queries");
   SPATTN_CHECK(lse.dtype() == (q.dtype() == nb::dtype<double>() ? nb::dtype<double>() : nb::dtype<float>()),
                "lse must be float64 for float64 inputs and float32 otherwise");
   attention.pattern = checked_pattern(rows, cols, row_offsets, col_indices);
   attention.groups = checked_groups(attention.pattern, group_offsets, group_rows);
-  attention.dims = AttentionDims{shape.batch(), head_dim, value_dim, 0, shape.heads};
+  attention.dims = AttentionDims{shape.batch(), head_dim, value_dim, 0, shape.heads, shape.head_group()};
   if (bias) {
     check_layout(*bias, "bias", 2);
     check_same_dtype(*bias, "bias", q, "q");
@@ -111,8 +114,8 @@ Attention check_attention(const Array& q, const Array& k, const Array& v, const 
 
 // out (forward output, backward input): like q's rows with v's dim.
 OperandLayout checked_out(const Array& out, const char* name, const Array& q, const Attention& attention) {
-  return checked_operand(out, name, q, attention.shape, attention.pattern.rows, "the number of queries",
-                         attention.dims.value_dim, "v's head dim");
+  return checked_operand(out, name, q, attention.shape, attention.shape.heads, attention.pattern.rows,
+                         "the number of queries", attention.dims.value_dim, "v's head dim");
 }
 
 }  // namespace

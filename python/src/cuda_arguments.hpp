@@ -122,10 +122,10 @@ struct Attention {
 
 // An operand on the call's device, strided (attention_operands.hpp).
 inline OperandLayout device_operand(const Array& array, const char* name, const Array& q, ProblemShape shape,
-                                    index_t rows, const char* rows_meaning, index_t dim, const char* dim_meaning,
-                                    Device& device) {
+                                    index_t heads, index_t rows, const char* rows_meaning, index_t dim,
+                                    const char* dim_meaning, Device& device) {
   check_device(array, name, device);
-  return strided_operand(array, name, q, shape, rows, rows_meaning, dim, dim_meaning);
+  return strided_operand(array, name, q, shape, heads, rows, rows_meaning, dim, dim_meaning);
 }
 
 // q [.., Nq, D], k [.., Nk, D], v [.., Nk, Dv] (3-D [batch, N, dim] or 4-D [B, H, N, dim], strided, last axis
@@ -137,12 +137,12 @@ inline Attention check_attention(const Array& q, const Array& k, const Array& v,
   const auto [shape, rows, cols, head_dim, value_dim] = operand_sizes(q, k, v);
   Attention attention{};
   attention.shape = shape;
-  attention.layouts.q = device_operand(q, "q", q, shape, rows, "q's number of queries", head_dim, "q's head dim",
-                                       device);
-  attention.layouts.k = device_operand(k, "k", q, shape, cols, "k's number of keys", head_dim, "q's head dim",
-                                       device);
-  attention.layouts.v = device_operand(v, "v", q, shape, cols, "k's number of keys", value_dim, "v's head dim",
-                                       device);
+  attention.layouts.q =
+      device_operand(q, "q", q, shape, shape.heads, rows, "q's number of queries", head_dim, "q's head dim", device);
+  attention.layouts.k =
+      device_operand(k, "k", q, shape, shape.kv_heads, cols, "k's number of keys", head_dim, "q's head dim", device);
+  attention.layouts.v =
+      device_operand(v, "v", q, shape, shape.kv_heads, cols, "k's number of keys", value_dim, "v's head dim", device);
   check_layout(lse, "lse", shape.ndim - 1, device);
   check_size(lse, "lse", 0, shape.leading, "q's dimension 0");
   if (shape.ndim == 4) check_size(lse, "lse", 1, shape.heads, "q's number of heads");
@@ -150,7 +150,7 @@ inline Attention check_attention(const Array& q, const Array& k, const Array& v,
   SPATTN_CHECK(lse.dtype() == nb::dtype<float>(), "lse must be float32");
   attention.pattern = device_pattern(rows, cols, row_offsets, col_indices, device);
   attention.nnz = nnz_of(col_indices);
-  attention.dims = AttentionDims{shape.batch(), head_dim, value_dim, 0, shape.heads};
+  attention.dims = AttentionDims{shape.batch(), head_dim, value_dim, 0, shape.heads, shape.head_group()};
   SPATTN_CHECK(head_dim <= cuda::max_attention_dim && value_dim <= cuda::max_attention_dim,
                "q and v: head dims up to ", cuda::max_attention_dim, " are supported on CUDA, got ", head_dim,
                " and ", value_dim);
@@ -167,8 +167,8 @@ inline Attention check_attention(const Array& q, const Array& k, const Array& v,
 // out (forward output, backward input) or grad_out: like q's rows with v's dim, strided.
 inline OperandLayout checked_out(const Array& out, const char* name, const Array& q, const Attention& attention,
                                  Device& device) {
-  return device_operand(out, name, q, attention.shape, attention.pattern.rows, "the number of queries",
-                        attention.dims.value_dim, "v's head dim", device);
+  return device_operand(out, name, q, attention.shape, attention.shape.heads, attention.pattern.rows,
+                        "the number of queries", attention.dims.value_dim, "v's head dim", device);
 }
 
 // The execution plan, optional: group_offsets [groups + 1] and group_rows [rows] (both or neither); with it,
