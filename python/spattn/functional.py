@@ -336,7 +336,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Patte
     # The fused ops take q, k, v as they are (even strided: views of a fused projection cost no copy, and k/v
     # with fewer heads are read in place) and return out shaped like q; a 4-D out lies in [B, N, H, Dv] memory
     # order. A bias becomes [1, nnz], [H, nnz] or [B * H, nnz] (one row per problem).
-    bias2d = None if bias is None else bias.contiguous().view(-1, pattern.nnz)
+    bias2d = None if bias is None else bias.contiguous().view(math.prod(bias.shape[:-1]), pattern.nnz)
     grouped = _grouped_plan(pattern, q, v)
     transposed = _transposed_for_backward(pattern, q, k, v, bias)
     csr = (pattern.row_offsets, pattern.col_indices)
