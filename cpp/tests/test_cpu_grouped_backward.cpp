@@ -71,21 +71,21 @@ KernelRun<T> run_kernels(const Csr& pattern, const Inputs& in, double scale, boo
 }
 
 template <typename T>
-void check_against_reference(const Csr& pattern, const Shape& shape, unsigned seed) {
+void check_against_reference(const Csr& pattern, const Shape& shape, unsigned seed, bool without_plan = false) {
   const Inputs inputs = make_inputs(pattern, shape, seed);
   const double scale = 1 / std::sqrt(static_cast<double>(shape.head_dim));
   const spattn::testing::Reference expected = spattn::testing::reference_attention(pattern, inputs, scale);
-  const KernelRun<T> actual = run_kernels<T>(pattern, inputs, scale);
+  const KernelRun<T> actual = run_kernels<T>(pattern, inputs, scale, without_plan);
   CHECK(close(actual.grad_q, expected.grad_q));
   CHECK(close(actual.grad_k, expected.grad_k));
   CHECK(close(actual.grad_v, expected.grad_v));
   if (shape.bias_heads > 0) CHECK(close(actual.grad_bias, expected.grad_bias));
 }
 
-void check_all_types(const Csr& pattern, const Shape& shape, unsigned seed) {
-  check_against_reference<float>(pattern, shape, seed);
-  check_against_reference<bfloat16>(pattern, shape, seed);
-  check_against_reference<double>(pattern, shape, seed);
+void check_all_types(const Csr& pattern, const Shape& shape, unsigned seed, bool without_plan = false) {
+  check_against_reference<float>(pattern, shape, seed, without_plan);
+  check_against_reference<bfloat16>(pattern, shape, seed, without_plan);
+  check_against_reference<double>(pattern, shape, seed, without_plan);
 }
 
 // Rows labelled `row_labels` attend to the columns with the same label (spattn::patterns::from_groups).
@@ -165,6 +165,9 @@ TEST(grouped_query_attention_and_lse_gradient) {
   check_all_types(mixed, {2, 2, 32, 32, 2, 8, 2, true}, 23);
   check_all_types(mixed, {1, 3, 7, 9, 3, -1, 1, true}, 24);
   check_all_types(mixed, {2, 4, 5, 3, 8, 40, 2, false}, 25);  // odd dims, per-problem bias
+  // The row-by-row kernel alone (no plan) in every type.
+  check_all_types(swin, {2, 4, 32, 32, 8, 20, 4, true}, 26, true);
+  check_all_types(mixed, {1, 4, 7, 9, 4, -1, 2, true}, 27, true);
 }
 
 TEST(results_do_not_depend_on_scheduling) {
