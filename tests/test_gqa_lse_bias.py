@@ -158,6 +158,17 @@ def test_lse_gradient_alone():
         torch.testing.assert_close(a, b, **TOLERANCE[torch.float64])
 
 
+@pytest.mark.parametrize("shapes", [((2, 0, 6, 4), (2, 0, 5, 4)), ((0, 4, 6, 4), (0, 2, 5, 4))])
+def test_no_heads_or_no_batch(shapes):
+    """Empty problems: nothing to compute, right shapes, and a backward through out and lse."""
+    pattern = spattn.patterns.random(6, 5, 0.5, seed=1)
+    q, k = torch.randn(*shapes[0], requires_grad=True), torch.randn(*shapes[1], requires_grad=True)
+    out, lse = spattn.scaled_dot_product_attention(q, k, k, pattern, enable_gqa=True, return_lse=True)
+    assert out.shape == q.shape and lse.shape == q.shape[:-1]
+    (out.sum() + lse.sum()).backward()
+    assert q.grad.shape == q.shape and k.grad.shape == k.shape
+
+
 def test_gradcheck_with_lse_and_gqa():
     pattern = plan_pattern("blocks")
     q, k, v, bias = inputs(pattern, 1, 4, 2, 3, 2, torch.float64, (1, 4, pattern.nnz))

@@ -225,7 +225,7 @@ def _check_attention_heads(q: Tensor, k: Tensor, v: Tensor, enable_gqa: bool) ->
         raise ValueError(f"q, k and v must have the same rank, got {q.ndim}, {k.ndim} and {v.ndim}")
     if q.ndim == 4 and enable_gqa:
         q_heads, kv_heads = q.shape[1], k.shape[1]
-        if kv_heads == 0 or q_heads % kv_heads != 0:
+        if kv_heads != q_heads and (kv_heads == 0 or q_heads % kv_heads != 0):
             raise ValueError(f"k: its {kv_heads} heads must divide q's {q_heads} (grouped-query attention), got "
                              f"shape {tuple(k.shape)}")
         if k.shape[0] != q.shape[0]:

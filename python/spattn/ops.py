@@ -75,7 +75,7 @@ def _check_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, row_o
     torch._check(v.shape[0] == q.shape[0], lambda: f"v's dimension 0 ({v.shape[0]}) must match q's ({q.shape[0]})")
     heads = q.shape[1] if q.dim() == 4 else 1
     if q.dim() == 4:
-        torch._check(k.shape[1] >= 1 and heads % k.shape[1] == 0,
+        torch._check(k.shape[1] == heads or (k.shape[1] >= 1 and heads % k.shape[1] == 0),
                      lambda: f"k's {k.shape[1]} heads must divide q's {heads} (grouped-query attention)")
         torch._check(v.shape[1] == k.shape[1], lambda: f"v's {v.shape[1]} heads must match k's {k.shape[1]}")
     torch._check(k.shape[-1] == q.shape[-1], lambda: f"k's head dim {k.shape[-1]} must match q's {q.shape[-1]}")
