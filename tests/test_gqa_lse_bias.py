@@ -208,6 +208,24 @@ def test_strided_views_of_a_fused_projection_with_fewer_kv_heads(kind, dtype):
     torch.testing.assert_close(got.double(), want, **TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("kind", ["row", "swin_plan"])
+def test_nan_in_one_kv_head_reaches_only_its_query_heads(kind):
+    """A NaN in key c of k/v head 1 (query heads 2 and 3 of 4) poisons exactly those heads' rows that attend
+    to c, and the gradients of k/v head 1 only: the kernels map query heads to k/v heads as documented."""
+    pattern = PATTERNS[kind]()
+    q, k, v, _ = inputs(pattern, 1, 4, 2, 8, 8, torch.float32, None)
+    column = int(pattern.col_indices[0])
+    with torch.no_grad():
+        k[0, 1, column, 3] = float("nan")
+    out, lse = spattn.scaled_dot_product_attention(q, k, v, pattern, enable_gqa=True, return_lse=True)
+    attends = reference.values_to_dense(torch.ones(pattern.nnz), pattern)[:, column] > 0
+    expected = torch.zeros(1, 4, pattern.shape[0], dtype=torch.bool)
+    expected[0, 2:] = attends
+    assert torch.equal(out.isnan().any(-1), expected) and torch.equal(lse.isnan(), expected)
+    grad_k, grad_v = torch.autograd.grad(out.sum(), (k, v))
+    assert not grad_k[0, 0].isnan().any() and not grad_v[0, 0].isnan().any() and grad_v[0, 1].isnan().any()
+
+
 def test_gqa_backward_is_deterministic():
     """dK and dV sum over the query heads in a fixed order: bit-identical gradients run after run."""
     pattern = spattn.patterns.swin(14, 14, 7, shift_size=3)
