@@ -1,9 +1,10 @@
 """Builds the C++ core, its unit tests and the Python extension with AddressSanitizer and
 UndefinedBehaviorSanitizer (-DSPATTN_SANITIZE=ON, CPU only) into build/cpp-sanitize, then
 
-1. runs the C++ unit tests with ctest: the sanitizers abort a test binary on the first error
-   (-fno-sanitize-recover, halt_on_error), so "all tests passed" means the run was clean: no out-of-bounds
-   access, use after free or leak, no signed overflow or misaligned load;
+1. runs the C++ unit tests with ctest (their one run in the suite; test_cpp.py says why): the sanitizers
+   abort a test binary on the first error (-fno-sanitize-recover, halt_on_error), so "all tests passed"
+   means the run was clean: no out-of-bounds access, use after free or leak, no signed overflow or
+   misaligned load;
 2. runs the Python tests that exercise the CPU kernels, bindings and generators against the sanitized
    extension, with libasan preloaded into python (torch and CPython are not built with ASan, so the
    interpreter must load the runtime first). Leak detection is off there: CPython and torch keep memory
