@@ -4,8 +4,6 @@ the reference's gradients), non-additive score_mods refused, and agreement with 
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 from torch.nn.attention import flex_attention as torch_flex
@@ -15,10 +13,6 @@ from spattn.compat.flex import and_masks, create_block_mask, flex_attention, noo
 from spattn.compat.flex import block_mask as block_mask_module
 from spattn.compat.flex.score_mod import bias_of_score_mod
 
-# enable_gqa, return_lse and [B, H, nnz] biases arrive with the grouped-query work in spattn's attention.
-_HAS_GQA = "enable_gqa" in inspect.signature(spattn.scaled_dot_product_attention).parameters
-needs_gqa = pytest.mark.skipif(not _HAS_GQA, reason="spattn.scaled_dot_product_attention lacks enable_gqa, "
-                               "return_lse and [B, H, nnz] biases in this build")
 
 
 # ---- mask_mods and score_mods as FlexAttention users write them ------------------------------------------
@@ -261,7 +255,6 @@ def test_the_bias_has_the_shape_of_what_the_score_mod_reads():
     assert bias_of_score_mod(lambda s, b, h, qi, ki: s, pattern, 4, 3, torch.float32) is None
 
 
-@needs_gqa
 def test_a_score_mod_reading_b_gives_a_per_batch_bias():
     n, batch, heads = 10, 3, 2
     table = torch.randn(batch, heads, 2 * n - 1, dtype=torch.float64, requires_grad=True)
@@ -279,7 +272,6 @@ def test_a_score_mod_reading_b_gives_a_per_batch_bias():
         torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-9)
 
 
-@needs_gqa
 @pytest.mark.parametrize("kv_heads", [1, 2, 4])
 def test_grouped_query_attention_and_lse_match_the_reference(kv_heads):
     n_queries, n_keys = 14, 17
@@ -375,20 +367,23 @@ def test_flex_attention_refuses_bad_input():
 
 
 # ---- agreement with torch's FlexAttention (eager, CPU) ---------------------------------------------------
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_agrees_with_torchs_flex_attention():
-    n_queries, n_keys, heads = 40, 56, 2
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_agrees_with_torchs_flex_attention(kv_heads):
+    n_queries, n_keys, heads = 40, 56, 4
     document_ids = torch.arange(64) // 9
-    mask_mod = and_masks(document(document_ids), or_masks(causal, prefix(5)))
+    mask_mod = and_masks(document(document_ids), or_masks(causal, prefix(5)), skip_rows(7))
     table = torch.randn(heads, n_queries + n_keys - 1)
 
     def score_mod(score, b, h, q_idx, kv_idx):
         return score + table[h, q_idx - kv_idx + n_keys - 1]
     generator = torch.Generator().manual_seed(3)
     q = torch.randn(2, heads, n_queries, 16, generator=generator)
-    k, v = (torch.randn(2, heads, n_keys, 16, generator=generator) for _ in range(2))
-    theirs = torch_flex.flex_attention(q, k, v, score_mod, torch_flex.create_block_mask(
-        mask_mod, None, None, n_queries, n_keys, device="cpu"))
-    ours = flex_attention(q, k, v, score_mod, create_block_mask(mask_mod, None, None, n_queries, n_keys,
-                                                                device="cpu"))
+    k, v = (torch.randn(2, kv_heads, n_keys, 16, generator=generator) for _ in range(2))
+    their_mask = torch_flex.create_block_mask(mask_mod, None, None, n_queries, n_keys, device="cpu")
+    theirs, their_lse = torch_flex.flex_attention(q, k, v, score_mod, their_mask, enable_gqa=True, return_lse=True)
+    our_mask = create_block_mask(mask_mod, None, None, n_queries, n_keys, device="cpu")
+    ours, our_lse = flex_attention(q, k, v, score_mod, our_mask, enable_gqa=True, return_lse=True)
     torch.testing.assert_close(ours, theirs, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(our_lse, their_lse, rtol=2e-5, atol=2e-5)
+    assert our_lse[:, :, ::7].isneginf().all() and not ours[:, :, ::7].any()

@@ -74,8 +74,5 @@ def flex_attention(query: Tensor, key: Tensor, value: Tensor, score_mod: Callabl
     bias = None
     if score_mod is not None:
         bias = bias_of_score_mod(score_mod, block_mask, query.shape[0], query.shape[1], query.dtype)
-    # enable_gqa and return_lse reach spattn only when set, so the plain case runs on builds without them.
-    options = {"enable_gqa": True} if enable_gqa else {}
-    if return_lse:
-        options["return_lse"] = True
-    return scaled_dot_product_attention(query, key, value, block_mask, bias=bias, scale=scale, **options)
+    return scaled_dot_product_attention(query, key, value, block_mask, bias=bias, scale=scale, enable_gqa=enable_gqa,
+                                        return_lse=return_lse)
