@@ -159,13 +159,15 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for axis, key, label in zip(axes, ("forward_ms", "forward_backward_ms"), ("forward", "forward + backward")):
         width = 0.8 / len(method_names)
+        bottom = min(r[key] for r in rows if r[key] is not None) / 2  # bars start below the smallest ("n/a" sits here)
+        axis.set_ylim(bottom=bottom)
         for index, method in enumerate(method_names):
             values = [next(r[key] for r in rows if r["problem"] == p and r["method"] == method) or 0.0
                       for p in problem_names]
             positions = [p + (index - (len(method_names) - 1) / 2) * width for p in range(len(problem_names))]
             bars = axis.bar(positions, values, width, label=method)
             for bar, value in zip(bars, values):
-                axis.annotate("n/a" if value == 0.0 else f"{value:.0f}", (bar.get_x() + width / 2, max(value, 1)),
+                axis.annotate("n/a" if value == 0.0 else f"{value:.0f}", (bar.get_x() + width / 2, max(value, bottom)),
                               ha="center", va="bottom", fontsize=8)
         axis.set_xticks(range(len(problem_names)), problem_names)
         axis.set_yscale("log")
