@@ -387,3 +387,24 @@ def test_agrees_with_torchs_flex_attention(kv_heads):
     torch.testing.assert_close(ours, theirs, rtol=2e-5, atol=2e-5)
     torch.testing.assert_close(our_lse, their_lse, rtol=2e-5, atol=2e-5)
     assert our_lse[:, :, ::7].isneginf().all() and not ours[:, :, ::7].any()
+
+
+# ---- torch.compile ---------------------------------------------------------------------------------------
+def test_flex_attention_compiles_with_a_learnable_score_mod():
+    n = 32
+    block_mask = create_block_mask(and_masks(causal, sliding_window(6)), None, None, n, n, device="cpu").prepare()
+    table = _relative_bias_table(2, n, n)
+    q, k, v = _inputs(1, 2, n, n, dim=8, value_dim=8)
+
+    def relative(score, b, h, q_idx, kv_idx):
+        return score + table[h, q_idx - kv_idx + n - 1]
+    torch._dynamo.reset()
+    out = torch.compile(flex_attention, fullgraph=True)(q, k, v, relative, block_mask)
+    expected, _ = dense_flex_reference(q, k, v, and_masks(causal, sliding_window(6)), relative)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    grads = torch.autograd.grad(out.sum(), [q, table])
+    expected_grads = torch.autograd.grad(expected.sum(), [q, table])
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="score_mod"):
+        torch.compile(flex_attention)(q, k, v, lambda s, b, h, qi, ki: s * 2, block_mask)

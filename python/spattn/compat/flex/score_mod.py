@@ -78,6 +78,9 @@ class _Score:
         raise _not_additive(name)
 
     def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            # Python's and torch.compile's introspection (__dict__, __array__, ...): not a use of the score.
+            raise AttributeError(name)
         raise _not_additive(f"score.{name}")
 
 
