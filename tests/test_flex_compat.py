@@ -362,6 +362,12 @@ def test_flex_attention_refuses_bad_input():
         flex_attention(q, k[:, :1], v[:, :1], block_mask=pattern)
     with pytest.raises(TypeError, match="return_lse must be a bool"):
         flex_attention(q, k, v, block_mask=pattern, return_lse=1)
+    with pytest.raises(TypeError, match="return_aux must be None or"):
+        flex_attention(q, k, v, block_mask=pattern, return_aux=True)
+    with pytest.raises(ValueError, match="return_aux: max_scores"):
+        flex_attention(q, k, v, block_mask=pattern, return_aux=torch_flex.AuxRequest(lse=True, max_scores=True))
+    with pytest.raises(ValueError, match="return_lse: pass either"):
+        flex_attention(q, k, v, block_mask=pattern, return_lse=True, return_aux=torch_flex.AuxRequest(lse=True))
     with pytest.raises(ValueError, match="score_mod: its term"):
         flex_attention(q, k, v, lambda s, b, h, qi, ki: s + torch.zeros(5), pattern)
 
@@ -387,6 +393,9 @@ def test_agrees_with_torchs_flex_attention(kv_heads):
     torch.testing.assert_close(ours, theirs, rtol=2e-5, atol=2e-5)
     torch.testing.assert_close(our_lse, their_lse, rtol=2e-5, atol=2e-5)
     assert our_lse[:, :, ::7].isneginf().all() and not ours[:, :, ::7].any()
+    ours_again, aux = flex_attention(q, k, v, score_mod, our_mask, enable_gqa=True,
+                                     return_aux=torch_flex.AuxRequest(lse=True))
+    assert torch.equal(ours_again, ours) and torch.equal(aux.lse, our_lse) and aux.max_scores is None
 
 
 # ---- torch.compile ---------------------------------------------------------------------------------------

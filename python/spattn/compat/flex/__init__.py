@@ -30,9 +30,17 @@ def _full_pattern(n_rows: int, n_cols: int, device: torch.device) -> Pattern:
     return Pattern.from_csr(row_offsets.long(), col_indices, (n_rows, n_cols)).to(device)
 
 
+def _aux_types() -> tuple[type | None, type | None]:
+    """torch's ``(AuxRequest, AuxOutput)`` (torch >= 2.9; older versions have neither), imported only when a
+    caller passes return_aux: torch's flex_attention module takes a while to import."""
+    from torch.nn.attention import flex_attention as torch_flex_attention
+    return getattr(torch_flex_attention, "AuxRequest", None), getattr(torch_flex_attention, "AuxOutput", None)
+
+
 def flex_attention(query: Tensor, key: Tensor, value: Tensor, score_mod: Callable | None = None,
                    block_mask: Pattern | None = None, scale: float | None = None, enable_gqa: bool = False,
-                   return_lse: bool = False, kernel_options: dict | None = None) -> Tensor | tuple[Tensor, Tensor]:
+                   return_lse: bool = False, kernel_options: dict | None = None, *, return_aux=None) -> \
+        Tensor | tuple[Tensor, Tensor] | tuple[Tensor, object]:
     """FlexAttention on a spattn pattern: ``softmax(score_mod(scale * q k^T)) v`` over the entries of block_mask.
 
     query ``[B, Hq, Nq, D]``, key ``[B, Hkv, Nk, D]``, value ``[B, Hkv, Nk, Dv]`` (``Hkv = Hq`` unless
@@ -43,7 +51,9 @@ def flex_attention(query: Tensor, key: Tensor, value: Tensor, score_mod: Callabl
     autograd reaches the tensors it captures; other score_mods raise ValueError. scale defaults to
     ``1 / sqrt(D)``. Returns ``[B, Hq, Nq, Dv]``, and with ``return_lse`` also the natural-log log-sum-exp
     ``[B, Hq, Nq]``; queries without keys give 0 (and an LSE of -inf), as in FlexAttention.
-    kernel_options (tuning of torch's kernels) is accepted for drop-in compatibility and changes nothing.
+    ``return_aux=AuxRequest(lse=True)`` (torch's newer spelling) returns ``(out, AuxOutput(lse=lse))``; its
+    ``max_scores`` is refused. kernel_options (tuning of torch's kernels) is accepted for drop-in
+    compatibility and changes nothing.
     """
     for name, tensor in (("query", query), ("key", key), ("value", value)):
         if not isinstance(tensor, Tensor):
@@ -58,6 +68,15 @@ def flex_attention(query: Tensor, key: Tensor, value: Tensor, score_mod: Callabl
     for name, flag in (("enable_gqa", enable_gqa), ("return_lse", return_lse)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    if return_aux is not None:
+        aux_request, aux_output = _aux_types()
+        if aux_request is None or not isinstance(return_aux, aux_request):
+            raise TypeError(f"return_aux must be None or a torch.nn.attention.flex_attention.AuxRequest, got "
+                            f"{type(return_aux).__name__}")
+        if return_aux.max_scores:
+            raise ValueError("return_aux: max_scores is not available from spattn (request lse only)")
+        if return_lse:
+            raise ValueError("return_lse: pass either return_lse=True or return_aux, not both")
     if not enable_gqa and key.shape[1] != query.shape[1]:
         raise ValueError(f"key: {key.shape[1]} heads must match query's {query.shape[1]} (pass enable_gqa=True for "
                          f"grouped-query attention)")
@@ -74,5 +93,9 @@ def flex_attention(query: Tensor, key: Tensor, value: Tensor, score_mod: Callabl
     bias = None
     if score_mod is not None:
         bias = bias_of_score_mod(score_mod, block_mask, query.shape[0], query.shape[1], query.dtype)
-    return scaled_dot_product_attention(query, key, value, block_mask, bias=bias, scale=scale, enable_gqa=enable_gqa,
-                                        return_lse=return_lse)
+    if return_aux is None:
+        return scaled_dot_product_attention(query, key, value, block_mask, bias=bias, scale=scale,
+                                            enable_gqa=enable_gqa, return_lse=return_lse)
+    out, lse = scaled_dot_product_attention(query, key, value, block_mask, bias=bias, scale=scale,
+                                            enable_gqa=enable_gqa, return_lse=True)
+    return out, aux_output(lse=lse if return_aux.lse else None)
