@@ -138,12 +138,13 @@ def create_block_mask(mask_mod: Callable, B: int | None, H: int | None, Q_LEN: i
     rows_per_tile = max(1, _TILE_ENTRIES // max(1, n_cols))
     column_chunks = [(c, _index_tensor(c, min(n_cols, c + cols_per_tile), 3, device))
                      for c in range(0, n_cols, cols_per_tile)]
+    all_rows = _index_tensor(0, n_rows, 2, device)  # sliced per tile: cheaper than an arange per tile
     row_lengths = np.zeros(n_rows, dtype=np.int64)
     col_parts = []
     with torch.no_grad():
         for row_start in range(0, n_rows, rows_per_tile):
             row_stop = min(n_rows, row_start + rows_per_tile)
-            rows = _index_tensor(row_start, row_stop, 2, device)
+            rows = all_rows[:, :, row_start:row_stop]
             for col_start, cols in column_chunks:
                 width = cols.shape[3]
                 flat = _flat_nonzero(_evaluate_tile(mask_mod, b, h, rows, cols))
