@@ -171,8 +171,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for axis, key, label in zip(axes, ("forward_ms", "forward_backward_ms"), ("forward", "forward + backward")):
         width = 0.8 / len(method_names)
-        bottom = min(r[key] for r in rows if r[key] is not None) / 2  # bars start below the smallest ("n/a" sits here)
-        axis.set_ylim(bottom=bottom)
+        measured = [r[key] for r in rows if r[key] is not None]
+        bottom = min(measured) / 2  # bars start below the smallest time; "n/a" sits there
         for index, method in enumerate(method_names):
             values = [next(r[key] for r in rows if r["problem"] == p and r["method"] == method) or 0.0
                       for p in problem_names]
@@ -183,6 +183,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
                               ha="center", va="bottom", fontsize=8)
         axis.set_xticks(range(len(problem_names)), problem_names)
         axis.set_yscale("log")
+        axis.set_ylim(bottom, max(measured) * 3)
         axis.set_ylabel("median ms (log scale)")
         axis.set_title(label)
         axis.legend()
