@@ -27,9 +27,9 @@ void bind_cuda_attention(nb::module_& m) {
   m.def("cuda_attention_forward", [](Array q, Array k, Array v, OptionalArray bias, Array row_offsets,
                                      Array col_indices, double scale, Array out, Array lse, std::uintptr_t stream) {
     require_cuda_build();
-    Device device;
+    CudaDevice device;
     Attention attention = check_attention(q, k, v, bias, row_offsets, col_indices, lse, device);
-    attention.layouts.out = checked_out(out, "out", q, attention, device);
+    attention.layouts.out = out_layout(out, "out", q, attention, device);
     check_no_overlap(out, "out");
     nb::gil_scoped_release release;
     dispatch(q, "q", [&](auto tag) {
@@ -48,9 +48,9 @@ void bind_cuda_attention(nb::module_& m) {
                                              OptionalArray steps, double scale, Array out, Array lse,
                                              std::uintptr_t stream) {
     require_cuda_build();
-    Device device;
+    CudaDevice device;
     Attention attention = check_attention(q, k, v, bias, row_offsets, col_indices, lse, device);
-    attention.layouts.out = checked_out(out, "out", q, attention, device);
+    attention.layouts.out = out_layout(out, "out", q, attention, device);
     check_no_overlap(out, "out");
     const GroupsView groups =
         device_groups(attention.pattern, group_offsets, group_rows, steps, std::nullopt, false, device);
@@ -82,12 +82,12 @@ void bind_cuda_attention(nb::module_& m) {
                                       OptionalArray group_offsets, OptionalArray group_rows, OptionalArray steps,
                                       OptionalArray unowned_columns, std::uintptr_t stream) {
     require_cuda_build();
-    Device device;
+    CudaDevice device;
     Attention attention = check_attention(q, k, v, bias, row_offsets, col_indices, lse, device);
     const TransposedView transposed =
-        device_transposed(attention.pattern, attention.nnz, t_row_offsets, t_col_indices, permutation, device);
-    attention.layouts.out = checked_out(out, "out", q, attention, device);
-    attention.layouts.grad_out = checked_out(grad_out, "grad_out", q, attention, device);
+        transposed_arrays(attention.pattern, attention.nnz, t_row_offsets, t_col_indices, permutation, device);
+    attention.layouts.out = out_layout(out, "out", q, attention, device);
+    attention.layouts.grad_out = out_layout(grad_out, "grad_out", q, attention, device);
     check_like(grad_q, "grad_q", q, "q", device);
     check_like(grad_k, "grad_k", k, "k", device);
     check_like(grad_v, "grad_v", v, "v", device);
