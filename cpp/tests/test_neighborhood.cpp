@@ -1,5 +1,6 @@
 // Neighborhood and 3-D Swin patterns against brute-force definitions written independently of the
-// generators: explicit lists of group members, and Video Swin's roll + region labels.
+// generators: NATTEN's flex-mask predicate applied to every member of a dilation group (stride, even
+// kernels and causality included), and Video Swin's roll + region labels.
 
 #include <algorithm>
 #include <chrono>
@@ -172,6 +173,9 @@ TEST(neighborhood_rows_hold_the_whole_kernel) {
   for (index_t row = 0; row < csr.rows(); ++row) all_full = all_full && csr.view().row_length(row) == 35;
   CHECK(all_full);
   CHECK(csr.nnz() == 17 * 20 * 35);
+  // Whatever the stride, as long as no axis is causal.
+  const Csr strided = patterns::neighborhood({{17, 5, 3, false, 4}, {20, 6, 2, false, 5}});
+  CHECK(strided.nnz() == 17 * 20 * 30);
 }
 
 TEST(neighborhood_rejects_bad_arguments) {
