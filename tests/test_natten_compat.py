@@ -285,14 +285,22 @@ def test_heads_last_tensors_are_read_and_returned_without_copies(monkeypatch):
     assert out.data_ptr() == seen["out"] and out.is_contiguous() and out.shape == (2, 6, 7, 4, 5)
 
 
+@needs_lse
+@needs_gqa
 def test_torch_compile_fullgraph_matches_eager():
-    query, key, value = (t.detach().float().requires_grad_() for t in _inputs((6, 5), head_dim=4))
+    """Grouped heads, additional keys and the lse under torch.compile(fullgraph=True), after an eager call at
+    this size (which builds the pattern the compiled graph reads as a constant)."""
+    query, key, value = (t.detach().float().requires_grad_() for t in _inputs((6, 5), heads=4, heads_kv=2))
+    extra_k, extra_v = (torch.randn(2, 3, 2, 5, requires_grad=True) for _ in range(2))
+    inputs = (query, key, value, extra_k, extra_v)
 
-    def loss(q, k, v):
-        return natten.na2d(q, k, v, (3, 2), stride=(1, 2), is_causal=(True, False)).square().sum()
+    def loss(q, k, v, additional_keys, additional_values):
+        out, lse = natten.na2d(q, k, v, (3, 2), stride=(1, 2), is_causal=(True, False),
+                               additional_keys=additional_keys, additional_values=additional_values, return_lse=True)
+        return out.square().sum() + lse.sum()
 
-    eager = torch.autograd.grad(loss(query, key, value), (query, key, value))
-    compiled = torch.autograd.grad(torch.compile(loss, fullgraph=True)(query, key, value), (query, key, value))
+    eager = torch.autograd.grad(loss(*inputs), inputs)
+    compiled = torch.autograd.grad(torch.compile(loss, fullgraph=True)(*inputs), inputs)
     for a, b in zip(compiled, eager):
         torch.testing.assert_close(a, b)
 
