@@ -36,4 +36,6 @@ def configure_and_build(source: Path, build: Path, *definitions: str) -> None:
 
 
 def ctest(build: Path) -> str:
-    return run([str(Path(_tool("cmake")).with_name("ctest")), "--output-on-failure"], cwd=build)
+    # The test binaries are single-threaded and independent: run as many at once as there are cores.
+    return run([str(Path(_tool("cmake")).with_name("ctest")), "--output-on-failure", "--parallel",
+                str(os.cpu_count() or 2)], cwd=build)

@@ -30,8 +30,24 @@ def dense_to_values(dense: torch.Tensor, pattern) -> torch.Tensor:
 
 def attention(q, k, v, pattern, bias=None, scale=None) -> torch.Tensor:
     """Dense masked attention in float64. q ``[..., Nq, D]``, k ``[..., Nk, D]``, v ``[..., Nk, Dv]``, bias
-    None, ``[nnz]`` or ``[H, nnz]`` (broadcast against the leading dimensions of q)."""
+    None, ``[nnz]``, ``[H, nnz]`` or ``[B, H, nnz]`` (broadcast against the leading dimensions of q); 4-D k and v
+    may have fewer heads than q (grouped-query attention, see attention_with_lse)."""
+    return attention_with_lse(q, k, v, pattern, bias, scale)[0]
+
+
+def expand_heads(x, heads: int) -> torch.Tensor:
+    """4-D k or v with fewer heads than q (grouped-query attention): k/v head j serves query heads
+    j * g .. (j + 1) * g - 1, g = heads / its heads, so each is repeated g times in place."""
+    return x.repeat_interleave(heads // x.shape[1], dim=1)
+
+
+def attention_with_lse(q, k, v, pattern, bias=None, scale=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, lse)`` of dense masked attention in float64, as :func:`attention`; lse ``[..., Nq]`` is each
+    query's log-sum-exp of its biased, scaled scores over the pattern, -inf (with gradient 0) where the query
+    has no entries or all of them are at -inf."""
     q, k, v = q.double(), k.double(), v.double()
+    if q.ndim == 4:
+        k, v = expand_heads(k, q.shape[1]), expand_heads(v, q.shape[1])
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     mask = pattern.cpu().to_dense().to(q.device)
     scores = scale * q @ k.transpose(-1, -2)
@@ -43,7 +59,9 @@ def attention(q, k, v, pattern, bias=None, scale=None) -> torch.Tensor:
     row_has_weight = scores.amax(-1, keepdim=True) > float("-inf")
     scores = torch.where(row_has_weight, scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
     probabilities = torch.softmax(scores, dim=-1) * row_has_weight
-    return probabilities @ v
+    lse = torch.where(row_has_weight[..., 0], torch.logsumexp(scores, dim=-1),
+                      torch.full((), float("-inf"), dtype=scores.dtype, device=scores.device))
+    return probabilities @ v, lse
 
 
 def sddmm(a, b, pattern) -> torch.Tensor:

@@ -86,7 +86,7 @@ CASES = {
                                                            torch.empty(3, 6, dtype=torch.float64)),
                           ValueError, "lse"),
     "binding_workspace_too_small": (lambda: _C.cpu_attention_backward(
-        *(torch.zeros(3, 6, 4),) * 2, k4()[0], k4()[0], None, torch.zeros(3, 6, 4), torch.zeros(3, 6), *CSR,
+        *(torch.zeros(3, 6, 4),) * 2, k4()[0], k4()[0], None, torch.zeros(3, 6, 4), torch.zeros(3, 6), None, *CSR,
         T_PATTERN.row_offsets, T_PATTERN.col_indices, PERMUTATION, None, None, 1.0, torch.empty(3, 6, 4),
         torch.empty(3, 5, 4), torch.empty(3, 5, 4), None, torch.empty(1)), ValueError, "workspace"),
 }

@@ -172,11 +172,14 @@ def test_attention_pattern_from_dense_and_full_pattern_matches_torch_sdpa():
     torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v), rtol=2e-5, atol=2e-5)
 
 
-def test_lse_is_minus_infinity_for_empty_rows_and_not_differentiable():
+def test_lse_is_minus_infinity_for_empty_rows_and_differentiable():
     pattern = random_pattern(4, 4, seed=8, empty_rows=(1,))
     q, k, v = leaf(1, 4, 2), leaf(1, 4, 2), leaf(1, 4, 2)
     out, lse = ops.attention_forward(q, k, v, None, pattern.row_offsets, pattern.col_indices, 1.0)
-    assert lse.dtype == torch.float64 and lse[0, 1] == float("-inf") and not lse.requires_grad
+    assert lse.dtype == torch.float64 and lse[0, 1] == float("-inf") and lse.requires_grad
+    # The empty row's -inf gets no gradient; the others reach q (tests/test_gqa_lse_bias.py checks the values).
+    (grad_q,) = torch.autograd.grad(lse[torch.isfinite(lse)].sum(), q)
+    assert torch.all(grad_q[0, 1] == 0) and torch.count_nonzero(grad_q) > 0
     _, lse32 = ops.attention_forward(q.float(), k.float(), v.float(), None, pattern.row_offsets,
                                      pattern.col_indices, 1.0)
     assert lse32.dtype == torch.float32
@@ -261,7 +264,7 @@ def opcheck_samples():
     values, bias = leaf(2, pattern.nnz, seed=6), leaf(1, pattern.nnz, seed=7)
     out, lse = ops.attention_forward(q, k, v, bias, *csr, 0.5)
     # The backward ops are not differentiable themselves (no double backward): their inputs are detached.
-    q_, k_, v_, values_, bias_, out_ = (t.detach() for t in (q, k, v, values, bias, out))
+    q_, k_, v_, values_, bias_, out_, lse = (t.detach() for t in (q, k, v, values, bias, out, lse))
     grad_out = torch.randn_like(out_)
     return [
         (ops.sddmm, (q, k, *csr)),

@@ -1,9 +1,10 @@
 """Builds the C++ core, its unit tests and the Python extension with AddressSanitizer and
 UndefinedBehaviorSanitizer (-DSPATTN_SANITIZE=ON, CPU only) into build/cpp-sanitize, then
 
-1. runs the C++ unit tests with ctest: the sanitizers abort a test binary on the first error
-   (-fno-sanitize-recover, halt_on_error), so "all tests passed" means the run was clean: no out-of-bounds
-   access, use after free or leak, no signed overflow or misaligned load;
+1. runs the C++ unit tests with ctest (their one run in the suite; test_cpp.py says why): the sanitizers
+   abort a test binary on the first error (-fno-sanitize-recover, halt_on_error), so "all tests passed"
+   means the run was clean: no out-of-bounds access, use after free or leak, no signed overflow or
+   misaligned load;
 2. runs the Python tests that exercise the CPU kernels, bindings and generators against the sanitized
    extension, with libasan preloaded into python (torch and CPython are not built with ASan, so the
    interpreter must load the runtime first). Leak detection is off there: CPython and torch keep memory
@@ -27,7 +28,8 @@ BUILD = REPO / "build" / "cpp-sanitize"
 # The Python tests that reach the CPU kernels, the bindings' checks and the pattern generators.
 PYTHON_TESTS = ["test_ops.py", "test_properties.py", "test_nan_inf.py", "test_bad_input_ops.py",
                 "test_bad_input_patterns.py", "test_bad_input_more.py", "test_pattern.py", "test_patterns.py",
-                "test_neighborhood.py", "test_layouts.py", "test_strided_and_grouped.py", "test_determinism.py"]
+                "test_neighborhood.py", "test_layouts.py", "test_strided_and_grouped.py", "test_determinism.py",
+                "test_gqa_lse_bias.py"]
 SANITIZER_OPTIONS = {"UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
 
 

@@ -136,7 +136,7 @@ def test_schedule_reaches_the_grouped_op_and_its_backward(monkeypatch):
     out.square().sum().backward()
     assert len(forward_calls) == 1 and len(backward_calls) == 1
     assert forward_calls[0][-2] is steps and forward_calls[0][-1] is unowned_columns
-    *_, group_offsets, group_rows, given_steps, given_unowned = backward_calls[0]
+    *_, group_offsets, group_rows, given_steps, given_unowned, _grad_lse = backward_calls[0]
     assert group_offsets is pattern.plan()[0] and group_rows is pattern.plan()[1]
     assert given_steps is steps and given_unowned is unowned_columns
     # Without a backward pass coming (no transpose passed), the schedule still lands in its own slots.
@@ -160,8 +160,8 @@ def test_opcheck_grouped_ops_with_the_schedule(with_schedule):
     out, lse = ops.attention_forward_grouped(q, k, v, bias, *csr, *plan, 0.5, *transposed, *schedule)
     grad_out = torch.randn(out.shape, dtype=torch.float64)
     detached = [t.detach() for t in (q, k, v, bias, out)]
-    torch.library.opcheck(ops.attention_backward, (grad_out, *detached[:4], detached[4], lse, *csr, *transposed, 0.5,
-                                                   True, *plan, *schedule))
+    torch.library.opcheck(ops.attention_backward, (grad_out, *detached[:4], detached[4], lse.detach(), *csr,
+                                                   *transposed, 0.5, True, *plan, *schedule))
 
 
 def test_tensor_core_shared_bytes_binding():

@@ -52,6 +52,7 @@ KernelRun<T> run_kernels(const Csr& pattern, const Inputs& in, double scale, boo
   const auto layouts = spattn::AttentionLayouts::contiguous(pattern.view(), dims);
   const auto q = convert<T>(in.q), k = convert<T>(in.k), v = convert<T>(in.v), grad_out = convert<T>(in.grad_out);
   const auto bias = convert<T>(in.bias);
+  const auto grad_lse = convert<Acc>(in.grad_lse);
   const T* bias_pointer = dims.bias_heads > 0 ? bias.data() : nullptr;
   std::vector<T> out(dims.batch * rows * dims.value_dim);
   std::vector<Acc> lse(dims.batch * rows);
@@ -64,27 +65,27 @@ KernelRun<T> run_kernels(const Csr& pattern, const Inputs& in, double scale, boo
   std::vector<Acc> workspace(spattn::cpu::attention_backward_workspace_size(pattern.view(), dims));
   spattn::cpu::attention_backward(pattern.view(), {transposed.pattern.view(), transposed.permutation.data()}, groups,
                                   q.data(), k.data(), v.data(), bias_pointer, out.data(), grad_out.data(), lse.data(),
-                                  dims, layouts, scale, run.grad_q.data(), run.grad_k.data(), run.grad_v.data(),
+                                  grad_lse.empty() ? nullptr : grad_lse.data(), dims, layouts, scale, run.grad_q.data(), run.grad_k.data(), run.grad_v.data(),
                                   dims.bias_heads > 0 ? run.grad_bias.data() : nullptr, workspace.data());
   return run;
 }
 
 template <typename T>
-void check_against_reference(const Csr& pattern, const Shape& shape, unsigned seed) {
+void check_against_reference(const Csr& pattern, const Shape& shape, unsigned seed, bool without_plan = false) {
   const Inputs inputs = make_inputs(pattern, shape, seed);
   const double scale = 1 / std::sqrt(static_cast<double>(shape.head_dim));
   const spattn::testing::Reference expected = spattn::testing::reference_attention(pattern, inputs, scale);
-  const KernelRun<T> actual = run_kernels<T>(pattern, inputs, scale);
+  const KernelRun<T> actual = run_kernels<T>(pattern, inputs, scale, without_plan);
   CHECK(close(actual.grad_q, expected.grad_q));
   CHECK(close(actual.grad_k, expected.grad_k));
   CHECK(close(actual.grad_v, expected.grad_v));
   if (shape.bias_heads > 0) CHECK(close(actual.grad_bias, expected.grad_bias));
 }
 
-void check_all_types(const Csr& pattern, const Shape& shape, unsigned seed) {
-  check_against_reference<float>(pattern, shape, seed);
-  check_against_reference<bfloat16>(pattern, shape, seed);
-  check_against_reference<double>(pattern, shape, seed);
+void check_all_types(const Csr& pattern, const Shape& shape, unsigned seed, bool without_plan = false) {
+  check_against_reference<float>(pattern, shape, seed, without_plan);
+  check_against_reference<bfloat16>(pattern, shape, seed, without_plan);
+  check_against_reference<double>(pattern, shape, seed, without_plan);
 }
 
 // Rows labelled `row_labels` attend to the columns with the same label (spattn::patterns::from_groups).
@@ -152,6 +153,21 @@ TEST(shared_columns_row_path_rows_and_unused_columns) {
   check_all_types(pattern, {2, 2, 32, 32, 2, 8}, 9);
   check_all_types(pattern, {1, 3, 7, 9, 1, -1}, 10);
   check_all_types(pattern, {1, 2, 64, 64, 0, -1}, 11);
+}
+
+TEST(grouped_query_attention_and_lse_gradient) {
+  // k and v with fewer heads (dK, dV summed over each k/v head's query heads on the dense path, the row path
+  // and the column pass), a gradient reaching lse, and a per-problem [B, H, nnz] bias (bias_heads = batch).
+  const Csr swin = spattn::patterns::swin(14, 14, 7, 3);
+  check_all_types(swin, {2, 4, 32, 32, 0, -1, 2, true}, 21);
+  check_all_types(swin, {1, 4, 16, 24, 8, 20, 4, true}, 22);  // MQA, per-problem bias, a masked row, Dv != D
+  const Csr mixed = mixed_pattern();
+  check_all_types(mixed, {2, 2, 32, 32, 2, 8, 2, true}, 23);
+  check_all_types(mixed, {1, 3, 7, 9, 3, -1, 1, true}, 24);
+  check_all_types(mixed, {2, 4, 5, 3, 8, 40, 2, false}, 25);  // odd dims, per-problem bias
+  // The row-by-row kernel alone (no plan) in every type.
+  check_all_types(swin, {2, 4, 32, 32, 8, 20, 4, true}, 26, true);
+  check_all_types(mixed, {1, 4, 7, 9, 4, -1, 2, true}, 27, true);
 }
 
 TEST(results_do_not_depend_on_scheduling) {

@@ -323,7 +323,7 @@ void check_attention_problem(const Problem& problem, index_t heads, index_t head
     std::vector<T> grad_q(q.size()), grad_k(k.size()), grad_v(v.size()), grad_bias(bias.size());
     std::vector<Acc> workspace(spattn::cpu::attention_backward_workspace_size(p.view(), dims));
     spattn::cpu::attention_backward(p.view(), problem.transposed_view(), groups, q_t.data(), k_t.data(), v_t.data(),
-                                    bias_pointer, out.data(), grad_out_t.data(), lse.data(), dims, layouts, scale,
+                                    bias_pointer, out.data(), grad_out_t.data(), lse.data(), nullptr, dims, layouts, scale,
                                     grad_q.data(), grad_k.data(), grad_v.data(),
                                     bias_heads > 0 ? grad_bias.data() : nullptr, workspace.data());
     CHECK(close(grad_q, expected.grad_q));

@@ -216,47 +216,109 @@ def _grouped_plan(pattern: Pattern, q: Tensor, v: Tensor) -> tuple[tuple, tuple]
     return pattern.plan(), schedule
 
 
+def _check_attention_heads(q: Tensor, k: Tensor, v: Tensor, enable_gqa: bool) -> None:
+    """k and v have q's leading dimensions, except that with ``enable_gqa`` 4-D ones may have fewer heads, a
+    divisor of q's (as in torch.nn.functional.scaled_dot_product_attention)."""
+    if not isinstance(enable_gqa, bool):
+        raise TypeError(f"enable_gqa must be a bool, got {type(enable_gqa).__name__}")
+    if k.ndim != q.ndim or v.ndim != q.ndim:
+        raise ValueError(f"q, k and v must have the same rank, got {q.ndim}, {k.ndim} and {v.ndim}")
+    if q.ndim == 4 and enable_gqa:
+        q_heads, kv_heads = q.shape[1], k.shape[1]
+        if kv_heads != q_heads and (kv_heads == 0 or q_heads % kv_heads != 0):
+            raise ValueError(f"k: its {kv_heads} heads must divide q's {q_heads} (grouped-query attention), got "
+                             f"shape {tuple(k.shape)}")
+        if k.shape[0] != q.shape[0]:
+            raise ValueError(f"k: batch size {k.shape[0]} must match q's {q.shape[0]}")
+        _check_batch(v, "v", k.shape[:-2], "k", 2)
+        return
+    if q.ndim == 4 and k.shape[1] != q.shape[1] and k.shape[0] == q.shape[0]:
+        raise ValueError(f"k: {k.shape[1]} heads, q has {q.shape[1]}: pass enable_gqa=True for grouped-query "
+                         f"attention (k and v with fewer heads, a divisor of q's)")
+    _check_batch(k, "k", q.shape[:-2], "q", 2)
+    _check_batch(v, "v", q.shape[:-2], "q", 2)
+
+
+def _check_bias(bias, q: Tensor, nnz: int) -> None:
+    """bias None, ``[nnz]``, or for 4-D q ``[H, nnz]`` or ``[B, H, nnz]`` (H: q's heads)."""
+    if bias is None:
+        return
+    if not isinstance(bias, Tensor):
+        raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
+    _check_same_dtype_and_device(q, "q", bias=bias)
+    allowed = [(nnz,)] + ([(q.shape[1], nnz), (q.shape[0], q.shape[1], nnz)] if q.ndim == 4 else [])
+    if tuple(bias.shape) not in allowed:
+        raise ValueError(f"bias must have shape {' or '.join(str(list(s)) for s in allowed)} (nnz = {nnz}), got "
+                         f"{list(bias.shape)}")
+
+
+def _pattern_logsumexp(scores: Tensor, pattern: Pattern) -> Tensor:
+    """``[problems, Nq]``: each row's log-sum-exp of ``scores`` ``[problems, nnz]`` over its entries; -inf
+    for rows without entries or with every entry at -inf, whose gradient is 0 (never NaN)."""
+    n_rows = pattern.shape[0]
+    rows = torch.repeat_interleave(torch.arange(n_rows, device=scores.device),
+                                   pattern.row_lengths().to(scores.device)).expand_as(scores)
+    negative_infinity = torch.full((), float("-inf"), dtype=scores.dtype, device=scores.device)
+    maximum = negative_infinity.expand(scores.shape[0], n_rows).scatter_reduce(1, rows, scores.detach(), "amax")
+    has_weight = maximum > float("-inf")
+    maximum = torch.where(has_weight, maximum, torch.zeros_like(maximum))
+    sums = scores.new_zeros(scores.shape[0], n_rows).scatter_add(1, rows, torch.exp(scores - maximum.gather(1, rows)))
+    has_weight = sums > 0
+    return torch.where(has_weight, torch.log(torch.where(has_weight, sums, torch.ones_like(sums))) + maximum,
+                       negative_infinity)
+
+
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, bias: Tensor | None = None,
-                                 scale: float | None = None, dropout_p: float = 0.0) -> Tensor:
+                                 scale: float | None = None, dropout_p: float = 0.0, enable_gqa: bool = False,
+                                 return_lse: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """``softmax(scale * q k^T + bias) v`` with the softmax over each query's entries in ``pattern``.
 
     q ``[B, H, Nq, D]`` or ``[B, Nq, D]``; k ``[.., Nk, D]``; v ``[.., Nk, Dv]`` (same leading dimensions);
-    pattern of shape ``(Nq, Nk)``; bias None, ``[nnz]`` (shared by all heads) or ``[H, nnz]`` (4-D inputs),
-    in CSR order, added to the scaled scores; scale defaults to ``1 / sqrt(D)``. Returns ``[.., Nq, Dv]``;
-    queries without entries give 0. With ``dropout_p > 0`` the probabilities are dropped out (unfused path:
-    SDDMM, softmax, dropout, SpMM); otherwise one fused kernel runs, which never stores the scores. There
-    (CPU and CUDA), q, k and v may be strided views (of one qkv projection, say) and are not copied, and a
-    4-D result lies in ``[B, Nq, H, Dv]`` memory order (``out.transpose(1, 2)`` is contiguous).
+    pattern of shape ``(Nq, Nk)``; bias None, ``[nnz]`` (shared by all heads), ``[H, nnz]`` or ``[B, H, nnz]``
+    (4-D inputs, H = q's heads; per sample, e.g. for padding), in CSR order, added to the scaled scores; scale
+    defaults to ``1 / sqrt(D)``. Returns ``[.., Nq, Dv]``; queries without entries give 0.
+
+    ``enable_gqa=True`` (grouped-query / multi-query attention): 4-D k and v may have ``Hkv`` heads, a divisor of
+    H; query head h reads k/v head ``h // (H // Hkv)``, inside the kernels, without repeating k and v (the
+    gradients of k and v sum over the query heads reading them). Without it, k and v must have q's heads.
+
+    ``return_lse=True`` returns ``(out, lse)`` with lse ``[.., H, Nq]`` (``[B, Nq]`` for 3-D inputs), each
+    query's log-sum-exp of its biased, scaled scores over the pattern, float64 for float64 inputs and float32
+    otherwise, -inf for queries without entries. Gradients flow through lse as through out (a loss may use
+    both); the entries of -inf get gradient 0.
+
+    With ``dropout_p > 0`` the probabilities are dropped out (unfused path: SDDMM, softmax, dropout, SpMM; lse
+    is that of the scores before dropout); otherwise one fused kernel runs, which never stores the scores. There
+    (CPU and CUDA), q, k and v may be strided views (of one qkv projection, say) and are not copied, and a 4-D
+    result lies in ``[B, Nq, H, Dv]`` memory order (``out.transpose(1, 2)`` is contiguous).
     """
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         _check_tensor(tensor, name)
         if tensor.ndim not in (3, 4):
             raise ValueError(f"{name} must be [B, H, N, D] or [B, N, D], got shape {tuple(tensor.shape)}")
     _check_same_dtype_and_device(q, "q", k=k, v=v)
-    if k.ndim != q.ndim or v.ndim != q.ndim:
-        raise ValueError(f"q, k and v must have the same rank, got {q.ndim}, {k.ndim} and {v.ndim}")
-    _check_batch(k, "k", q.shape[:-2], "q", 2)
-    _check_batch(v, "v", q.shape[:-2], "q", 2)
+    _check_attention_heads(q, k, v, enable_gqa)
+    if not isinstance(return_lse, bool):
+        raise TypeError(f"return_lse must be a bool, got {type(return_lse).__name__}")
     if k.shape[-1] != q.shape[-1]:
         raise ValueError(f"k: head dim {k.shape[-1]} must match q's {q.shape[-1]}")
     if v.shape[-2] != k.shape[-2]:
         raise ValueError(f"v: number of keys {v.shape[-2]} must match k's {k.shape[-2]}")
     pattern = _check_pattern(pattern, q.shape[-2], k.shape[-2], q.device, "q.shape[-2]", "k.shape[-2]")
     heads = q.shape[1] if q.ndim == 4 else 1
-    if bias is not None:
-        if not isinstance(bias, Tensor):
-            raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
-        _check_same_dtype_and_device(q, "q", bias=bias)
-        allowed = [(pattern.nnz,)] + ([(heads, pattern.nnz)] if q.ndim == 4 else [])
-        if tuple(bias.shape) not in allowed:
-            raise ValueError(f"bias must have shape {' or '.join(str(list(s)) for s in allowed)} (nnz = "
-                             f"{pattern.nnz}), got {list(bias.shape)}")
+    _check_bias(bias, q, pattern.nnz)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else _checks.as_float(scale, "scale")
     dropout_p = _checks.as_float(dropout_p, "dropout_p")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
 
     if dropout_p > 0.0:
+        # The unfused ops take one k/v per problem: under grouped-query attention k and v are repeated for the
+        # query heads reading them (expand + reshape copies them), unavoidably, as SDDMM and SpMM have no
+        # grouped-query form. Their gradients sum back through the expand.
+        if q.ndim == 4 and k.shape[1] != heads:
+            k, v = (x.unsqueeze(2).expand(x.shape[0], x.shape[1], heads // x.shape[1], *x.shape[2:])
+                    .reshape(x.shape[0], heads, *x.shape[2:]) for x in (k, v))
         q3, k3, v3 = _as_batch(q, 2), _as_batch(k, 2), _as_batch(v, 2)
         csr = (pattern.row_offsets, pattern.col_indices)
         scores = ops.sddmm(q3, k3, *csr, *_transposed_for_backward(pattern, q, k)) * scale
@@ -266,17 +328,22 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Patte
         probabilities = ops.sparse_softmax(scores, pattern.row_offsets, pattern.col_indices)
         probabilities = torch.nn.functional.dropout(probabilities, dropout_p, training=True)
         out = ops.spmm(probabilities, v3, *csr, *_transposed_for_backward(pattern, q, k, v, bias))
-        return out.view(*q.shape[:-1], v.shape[-1])
-    # The fused ops take q, k, v as they are (even strided: views of a fused projection cost no copy) and
-    # return out shaped like q; a 4-D out lies in [B, N, H, Dv] memory order.
-    bias2d = None if bias is None else bias.contiguous().view(bias.shape[0] if bias.ndim == 2 else 1, pattern.nnz)
+        out = out.view(*q.shape[:-1], v.shape[-1])
+        if return_lse:
+            lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+            return out, _pattern_logsumexp(scores.to(lse_dtype), pattern).view(q.shape[:-1])
+        return out
+    # The fused ops take q, k, v as they are (even strided: views of a fused projection cost no copy, and k/v
+    # with fewer heads are read in place) and return out shaped like q; a 4-D out lies in [B, N, H, Dv] memory
+    # order. A bias becomes [1, nnz], [H, nnz] or [B * H, nnz] (one row per problem).
+    bias2d = None if bias is None else bias.contiguous().view(math.prod(bias.shape[:-1]), pattern.nnz)
     grouped = _grouped_plan(pattern, q, v)
     transposed = _transposed_for_backward(pattern, q, k, v, bias)
     csr = (pattern.row_offsets, pattern.col_indices)
     if grouped is not None:
         plan, schedule = grouped
-        out, _ = ops.attention_forward_grouped(q, k, v, bias2d, *csr, *plan, scale, *(transposed or (None,) * 3),
-                                               *schedule)
+        out, lse = ops.attention_forward_grouped(q, k, v, bias2d, *csr, *plan, scale, *(transposed or (None,) * 3),
+                                                 *schedule)
     else:
-        out, _ = ops.attention_forward(q, k, v, bias2d, *csr, scale, *transposed)
-    return out
+        out, lse = ops.attention_forward(q, k, v, bias2d, *csr, scale, *transposed)
+    return (out, lse) if return_lse else out

@@ -64,20 +64,29 @@ def _check_pattern(row_offsets: Tensor, col_indices: Tensor, n_rows, like: Tenso
 
 def _check_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, row_offsets: Tensor,
                      col_indices: Tensor) -> None:
-    """q ``[.., Nq, D]``, k ``[.., Nk, D]``, v ``[.., Nk, Dv]`` with the same leading sizes, bias
-    ``[bias_heads, nnz]``, and the pattern's Nq rows."""
+    """q ``[.., Nq, D]``, k ``[.., Nk, D]``, v ``[.., Nk, Dv]`` with the same leading sizes, except that 4-D k
+    and v may have fewer heads than q, a divisor of q's (grouped-query attention); bias ``[bias_heads, nnz]``
+    with 1, H (q's heads) or B * H (one per problem) rows; and the pattern's Nq rows."""
     torch._check(q.dim() in (3, 4), lambda: f"q must be 3-D or 4-D, got {q.dim()}-D")
     for name, tensor in (("k", k), ("v", v)):
         _check_like(name, tensor, q)
         torch._check(tensor.dim() == q.dim(), lambda: f"{name} must be {q.dim()}-D like q, got {tensor.dim()}-D")
-    for axis in range(q.dim() - 2):
-        torch._check(k.shape[axis] == q.shape[axis], lambda: f"k's dimension {axis} must match q's")
-        torch._check(v.shape[axis] == q.shape[axis], lambda: f"v's dimension {axis} must match q's")
+    torch._check(k.shape[0] == q.shape[0], lambda: f"k's dimension 0 ({k.shape[0]}) must match q's ({q.shape[0]})")
+    torch._check(v.shape[0] == q.shape[0], lambda: f"v's dimension 0 ({v.shape[0]}) must match q's ({q.shape[0]})")
+    heads = q.shape[1] if q.dim() == 4 else 1
+    if q.dim() == 4:
+        torch._check(k.shape[1] == heads or (k.shape[1] >= 1 and heads % k.shape[1] == 0),
+                     lambda: f"k's {k.shape[1]} heads must divide q's {heads} (grouped-query attention)")
+        torch._check(v.shape[1] == k.shape[1], lambda: f"v's {v.shape[1]} heads must match k's {k.shape[1]}")
     torch._check(k.shape[-1] == q.shape[-1], lambda: f"k's head dim {k.shape[-1]} must match q's {q.shape[-1]}")
     torch._check(v.shape[-2] == k.shape[-2], lambda: f"v's {v.shape[-2]} keys must match k's {k.shape[-2]}")
     if bias is not None:
         _check_like("bias", bias, q)
         torch._check(bias.dim() == 2, lambda: f"bias must be [bias_heads, nnz], got {bias.dim()}-D")
+        problems = q.shape[0] * heads
+        torch._check(bias.shape[0] == 1 or bias.shape[0] == heads or bias.shape[0] == problems,
+                     lambda: f"bias must have 1, {heads} (q's heads) or {problems} (one per problem) rows, got "
+                             f"{bias.shape[0]}")
         torch._check(bias.shape[1] == col_indices.shape[0],
                      lambda: f"bias must have nnz = {col_indices.shape[0]} values per head, got {bias.shape[1]}")
     _check_pattern(row_offsets, col_indices, q.shape[-2], q)
@@ -270,10 +279,13 @@ spmm.register_autograd(_two_operand_autograd(spmm_backward), setup_context=_save
 
 
 # ---- fused attention -------------------------------------------------------------------------------------
-# q, k, v are [batch, N, D] or [B, H, N, D]. They may be strided (views of one fused projection: the CPU and
-# CUDA kernels take the strides, only the last axis must be contiguous), and a 4-D out is written in
-# [B, N, H, Dv] memory order, so that the usual out.transpose(1, 2).reshape(B, N, H * Dv) is a view: no
-# copies around the kernel. lse is contiguous [.., Nq]. Gradients are contiguous, shaped like the inputs.
+# q, k, v are [batch, N, D] or [B, H, N, D]; 4-D k and v may have fewer heads than q, a divisor of q's
+# (grouped-query attention: query head h reads k/v head h // (Hq // Hkv), in place, with no repeat copy). They
+# may be strided (views of one fused projection: the CPU and CUDA kernels take the strides, only the last axis
+# must be contiguous), and a 4-D out is written in [B, N, H, Dv] memory order, so that the usual
+# out.transpose(1, 2).reshape(B, N, H * Dv) is a view: no copies around the kernel. bias is [bias_heads, nnz]
+# with 1, H or B * H rows. lse is contiguous [.., Nq] and differentiable: its gradient reaches the backward op
+# as grad_lse. Gradients are contiguous, shaped like the inputs (grad_k and grad_v like k and v).
 def _rows_contiguous(*tensors):
     """Each tensor with a contiguous last axis (a copy only when it is not)."""
     return [t if t is None or t.shape[-1] <= 1 or t.stride(-1) == 1 else t.contiguous() for t in tensors]
@@ -320,24 +332,26 @@ def _(q, k, v, bias, row_offsets, col_indices, scale, t_row_offsets=None, t_col_
     schema="(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor out, Tensor lse, "
            "Tensor row_offsets, Tensor col_indices, Tensor t_row_offsets, Tensor t_col_indices, "
            "Tensor permutation, float scale, bool bias_requires_grad, Tensor? group_offsets=None, "
-           "Tensor? group_rows=None, Tensor? steps=None, Tensor? unowned_columns=None) "
+           "Tensor? group_rows=None, Tensor? steps=None, Tensor? unowned_columns=None, Tensor? grad_lse=None) "
            "-> (Tensor, Tensor, Tensor, Tensor?)")
 def attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices,
                        permutation, scale, bias_requires_grad, group_offsets=None, group_rows=None, steps=None,
-                       unowned_columns=None):
+                       unowned_columns=None, grad_lse=None):
     """``(grad_q, grad_k, grad_v, grad_bias)``; ``grad_bias`` ``[bias_heads, nnz]`` only when
-    ``bias_requires_grad`` (and a bias is given), else None. With the pattern's plan (``group_offsets``,
+    ``bias_requires_grad`` (and a bias is given), else None. ``grad_lse`` (``[.., Nq]`` like lse, or None) is
+    the gradient reaching lse itself. Under grouped-query attention grad_k and grad_v (shaped like k and v) sum
+    over the query heads of each k/v head, inside the kernel. With the pattern's plan (``group_offsets``,
     ``group_rows``) the CPU kernel runs groups of rows sharing their columns as dense problems; the plan's
     schedule (``steps``, ``unowned_columns``: Pattern.plan_schedule()) serves the CUDA tensor-core kernel and
     is ignored on the CPU."""
     grad_out, q, k, v, out = _rows_contiguous(grad_out, q, k, v, out)
-    bias, lse = _contiguous(bias, lse)
+    bias, lse, grad_lse = _contiguous(bias, lse, grad_lse)
     grad_q, grad_k, grad_v = _contiguous_like(q, k, v)
     grad_bias = _contiguous_like(bias)[0] if bias is not None and bias_requires_grad else None
     # Scratch owned by torch, as the core never allocates: per-entry probabilities and score gradients.
     batch = math.prod(q.shape[:-2])
     workspace = lse.new_empty(_C.cpu_attention_backward_workspace_size(batch, col_indices.shape[0]))
-    _C.cpu_attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets,
+    _C.cpu_attention_backward(grad_out, q, k, v, bias, out, lse, grad_lse, row_offsets, col_indices, t_row_offsets,
                               t_col_indices, permutation, group_offsets, group_rows, scale, grad_q, grad_k, grad_v,
                               grad_bias, workspace)
     return grad_q, grad_k, grad_v, grad_bias
@@ -345,11 +359,16 @@ def attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indic
 
 @attention_backward.register_fake
 def _(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices, permutation,
-      scale, bias_requires_grad, group_offsets=None, group_rows=None, steps=None, unowned_columns=None):
+      scale, bias_requires_grad, group_offsets=None, group_rows=None, steps=None, unowned_columns=None,
+      grad_lse=None):
     _check_attention(q, k, v, bias, row_offsets, col_indices)
     _check_like("grad_out", grad_out, q)
     _check_like("out", out, q)
     _check_like("lse", lse, q, dtype=_lse_dtype(q.dtype))
+    _check_like("grad_lse", grad_lse, q, dtype=_lse_dtype(q.dtype))
+    if grad_lse is not None:
+        torch._check(grad_lse.shape == lse.shape,
+                     lambda: f"grad_lse must be shaped like lse {tuple(lse.shape)}, got {tuple(grad_lse.shape)}")
     grad_bias = _contiguous_like(bias)[0] if bias is not None and bias_requires_grad else None
     return (*_contiguous_like(q, k, v), grad_bias)
 
@@ -361,18 +380,19 @@ def _attention_setup_context(ctx, inputs, output, plan=(None, None, None, None))
     ctx.save_for_backward(q, k, v, bias, out, lse, row_offsets, col_indices, *plan, *transposed)
     ctx.scale = scale
     ctx.bias_requires_grad = bias is not None and ctx.needs_input_grad[3]
-    # lse is an output for the backward pass, not a differentiable result.
-    ctx.mark_non_differentiable(lse)
 
 
+# lse is differentiable: its gradient (None, or zeros, when nothing used it) goes to the backward op.
 def _attention_autograd(ctx, grad_out, grad_lse):
     q, k, v, bias, out, lse, row_offsets, col_indices, *plan, t_row_offsets, t_col_indices, permutation = \
         ctx.saved_tensors
     transposed = _given_or_computed_transpose((t_row_offsets, t_col_indices, permutation), row_offsets, col_indices,
                                               k.shape[-2])
+    if grad_out is None:  # only lse was used
+        grad_out = torch.zeros_like(out)
     grad_q, grad_k, grad_v, grad_bias = attention_backward(
         grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, *transposed, ctx.scale, ctx.bias_requires_grad,
-        *plan)
+        *plan, grad_lse)
     return grad_q, grad_k, grad_v, grad_bias, None, None, None, None, None, None
 
 

@@ -22,7 +22,8 @@ struct ProblemShape {
   index_t heads;
   index_t kv_heads;  // k's and v's: a divisor of heads under grouped-query attention (GQA/MQA), else heads
   index_t batch() const { return leading * heads; }
-  index_t head_group() const { return heads / kv_heads; }  // query heads reading each k/v head
+  // Query heads reading each k/v head (1 when the heads match, even with none: q [B, 0, N, D]).
+  index_t head_group() const { return kv_heads == heads ? 1 : heads / kv_heads; }
 };
 
 inline ProblemShape shape_of_q(const Array& q) {
@@ -47,8 +48,9 @@ inline OperandSizes operand_sizes(const Array& q, const Array& k, const Array& v
   ProblemShape shape = shape_of_q(q);
   if (shape.ndim == 4) {
     shape.kv_heads = size(k, 1);
-    SPATTN_CHECK(shape.kv_heads >= 1 && shape.heads % shape.kv_heads == 0, "k: its ", shape.kv_heads,
-                 " heads must divide q's ", shape.heads, " (grouped-query attention), got shape ", shape_of(k));
+    SPATTN_CHECK(shape.kv_heads == shape.heads || (shape.kv_heads >= 1 && shape.heads % shape.kv_heads == 0),
+                 "k: its ", shape.kv_heads, " heads must divide q's ", shape.heads,
+                 " (grouped-query attention), got shape ", shape_of(k));
   }
   return {shape, size(q, shape.ndim - 2), size(k, shape.ndim - 2), size(q, shape.ndim - 1), size(v, shape.ndim - 1)};
 }
@@ -67,7 +69,8 @@ inline OperandLayout strided_operand(const Array& array, const char* name, const
     check_size(array, name, 1, heads, heads == shape.heads ? "q's number of heads" : "k's number of heads");
   check_size(array, name, shape.ndim - 2, rows, rows_meaning);
   check_size(array, name, shape.ndim - 1, dim, dim_meaning);
-  SPATTN_CHECK(dim <= 1 || array.stride(shape.ndim - 1) == 1, name,
+  // An empty operand is never read or written, whatever its strides (torch gives an expanded empty gradient 0).
+  SPATTN_CHECK(dim <= 1 || array.size() == 0 || array.stride(shape.ndim - 1) == 1, name,
                " must be contiguous in its last dimension, got strides with ", array.stride(shape.ndim - 1));
   for (std::size_t axis = 0; axis < shape.ndim; ++axis) {
     SPATTN_CHECK(array.stride(axis) >= 0, name, " must not have negative strides");
@@ -75,7 +78,8 @@ inline OperandLayout strided_operand(const Array& array, const char* name, const
   const auto stride = [&array](std::size_t axis) -> index_t {
     return array.shape(axis) > 1 ? static_cast<index_t>(array.stride(axis)) : 0;
   };
-  return {stride(0), shape.ndim == 4 ? stride(1) : 0, stride(shape.ndim - 2), shape.heads / heads};
+  const index_t head_group = heads == shape.heads ? 1 : shape.heads / heads;  // 1 also with no heads
+  return {stride(0), shape.ndim == 4 ? stride(1) : 0, stride(shape.ndim - 2), head_group};
 }
 
 // An output written through its strides: no two elements may share memory (an expanded tensor would make

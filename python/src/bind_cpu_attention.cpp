@@ -106,8 +106,11 @@ Attention check_attention(const Array& q, const Array& k, const Array& v, const 
     check_layout(*bias, "bias", 2);
     check_same_dtype(*bias, "bias", q, "q");
     check_size(*bias, "bias", 1, attention.pattern.nnz(), "the pattern's nnz");
-    SPATTN_CHECK(size(*bias, 0) >= 1, "bias must have at least one head, got shape ", shape_of(*bias));
-    attention.dims.bias_heads = size(*bias, 0);
+    const index_t bias_heads = size(*bias, 0);
+    SPATTN_CHECK(bias_heads == 1 || bias_heads == shape.heads || bias_heads == shape.batch(), "bias must have 1, ",
+                 shape.heads, " (q's heads) or ", shape.batch(), " (one per problem, [B, H, nnz]) rows, got shape ",
+                 shape_of(*bias));
+    attention.dims.bias_heads = bias_heads;
   }
   return attention;
 }
@@ -144,12 +147,14 @@ void bind_cpu_attention(nb::module_& m) {
     return cpu::attention_backward_workspace_size(CsrView{1, 1, offsets, nullptr}, AttentionDims{batch, 0, 0, 0});
   }, nb::arg("batch"), nb::arg("nnz"));
 
-  // grad_q, grad_k, grad_v: contiguous, shaped like q, k, v.
+  // grad_q, grad_k, grad_v: contiguous, shaped like q, k, v. grad_lse: the gradient reaching lse (None: none),
+  // contiguous like lse.
   m.def("cpu_attention_backward", [](Array grad_out, Array q, Array k, Array v, OptionalArray bias, Array out,
-                                     Array lse, Array row_offsets, Array col_indices, Array t_row_offsets,
-                                     Array t_col_indices, Array permutation, OptionalArray group_offsets,
-                                     OptionalArray group_rows, double scale, Array grad_q, Array grad_k,
-                                     Array grad_v, OptionalArray grad_bias, Array workspace) {
+                                     Array lse, OptionalArray grad_lse, Array row_offsets, Array col_indices,
+                                     Array t_row_offsets, Array t_col_indices, Array permutation,
+                                     OptionalArray group_offsets, OptionalArray group_rows, double scale,
+                                     Array grad_q, Array grad_k, Array grad_v, OptionalArray grad_bias,
+                                     Array workspace) {
     nb::gil_scoped_release release;
     Attention attention = check_attention(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, lse);
     const TransposedView transposed = checked_transposed(attention.pattern, t_row_offsets, t_col_indices, permutation);
@@ -158,6 +163,7 @@ void bind_cpu_attention(nb::module_& m) {
     check_like(grad_q, "grad_q", q, "q");
     check_like(grad_k, "grad_k", k, "k");
     check_like(grad_v, "grad_v", v, "v");
+    if (grad_lse) check_like(*grad_lse, "grad_lse", lse, "lse");
     if (grad_bias) {
       SPATTN_CHECK(bias.has_value(), "grad_bias must be None when bias is None");
       check_like(*grad_bias, "grad_bias", *bias, "bias");
@@ -171,13 +177,14 @@ void bind_cpu_attention(nb::module_& m) {
       using T = decltype(tag);
       cpu::attention_backward(attention.pattern, transposed, attention.groups, data<T>(q), data<T>(k), data<T>(v),
                               bias ? data<T>(*bias) : nullptr, data<T>(out), data<T>(grad_out),
-                              data<accumulate_t<T>>(lse), attention.dims, attention.layouts, scale, data<T>(grad_q),
-                              data<T>(grad_k), data<T>(grad_v), grad_bias ? data<T>(*grad_bias) : nullptr,
+                              data<accumulate_t<T>>(lse), grad_lse ? data<accumulate_t<T>>(*grad_lse) : nullptr,
+                              attention.dims, attention.layouts, scale, data<T>(grad_q), data<T>(grad_k),
+                              data<T>(grad_v), grad_bias ? data<T>(*grad_bias) : nullptr,
                               data<accumulate_t<T>>(workspace));
     });
   }, nb::arg("grad_out"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("bias").none(), nb::arg("out"),
-     nb::arg("lse"), nb::arg("row_offsets"), nb::arg("col_indices"), nb::arg("t_row_offsets"),
-     nb::arg("t_col_indices"), nb::arg("permutation"), nb::arg("group_offsets").none(),
+     nb::arg("lse"), nb::arg("grad_lse").none(), nb::arg("row_offsets"), nb::arg("col_indices"),
+     nb::arg("t_row_offsets"), nb::arg("t_col_indices"), nb::arg("permutation"), nb::arg("group_offsets").none(),
      nb::arg("group_rows").none(), nb::arg("scale"), nb::arg("grad_q"), nb::arg("grad_k"), nb::arg("grad_v"),
      nb::arg("grad_bias").none(), nb::arg("workspace"));
 }

@@ -46,7 +46,7 @@ struct AttentionDims {
   index_t batch = 0;       // B * H problems sharing the pattern
   index_t head_dim = 0;    // D of q and k
   index_t value_dim = 0;   // Dv of v and out
-  index_t bias_heads = 0;  // 0: no bias; 1: bias [nnz] shared; H: bias [H, nnz], head = problem % H
+  index_t bias_heads = 0;  // 0: no bias; 1: bias [nnz] shared; H: bias [H, nnz]; batch: [B, H, nnz] (problem % it)
   index_t heads = 1;       // H: problem p is (batch p / H, head p % H); only strided layouts (below) use it
   index_t head_group = 1;  // query heads per k/v head (GQA/MQA): query head h reads k/v head h / head_group
 
@@ -140,23 +140,28 @@ void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, cons
 // Scratch needed by attention_backward, in elements of accumulate_t<T>.
 index_t attention_backward_workspace_size(CsrView pattern, AttentionDims dims);
 
-// Gradients of attention_forward, probabilities recomputed from lse. grad_bias ([bias_heads, nnz], may be
-// null) is summed over the problems that share a head. dK and dV reduce over the transposed pattern, except
-// where a plan's group owns a column outright (no other group's rows use it): that group reduces it.
-// grad_q, grad_k, grad_v are contiguous [batch, N, dim] whatever `layouts` says of the inputs.
+// Gradients of attention_forward, probabilities recomputed from lse. grad_lse ([batch, rows], may be null for
+// none) is the gradient reaching lse itself: since d lse_i / d s_ij = P_ij, it enters as
+// dS_ij = P_ij * (dP_ij - rowsum(dO_i * O_i) + grad_lse_i); rows without entries ignore it. grad_bias
+// ([bias_heads, nnz], may be null) is summed over the problems that share a bias head (none for a per-problem
+// bias, bias_heads = batch). dK and dV reduce over the transposed pattern, except where a plan's group owns a
+// column outright (no other group's rows use it): that group reduces it; under grouped-query attention both
+// also sum over the head_group query heads of each k/v head, in a fixed order (no atomics). grad_q, grad_k,
+// grad_v are contiguous [batch, N, dim] ([kv_batch, N, dim] for grad_k and grad_v) whatever `layouts` says
+// of the inputs.
 template <typename T>
 void attention_backward(CsrView pattern, TransposedView transposed, GroupsView groups, const T* q, const T* k,
                         const T* v, const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
-                        AttentionDims dims, const AttentionLayouts& layouts, double scale, T* grad_q, T* grad_k,
-                        T* grad_v, T* grad_bias, accumulate_t<T>* workspace);
+                        const accumulate_t<T>* grad_lse, AttentionDims dims, const AttentionLayouts& layouts,
+                        double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias, accumulate_t<T>* workspace);
 
 // Contiguous operands, no plan.
 template <typename T>
 void attention_backward(CsrView pattern, TransposedView transposed, const T* q, const T* k, const T* v,
                         const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
-                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
-                        accumulate_t<T>* workspace) {
-  attention_backward(pattern, transposed, GroupsView{}, q, k, v, bias, out, grad_out, lse, dims,
+                        const accumulate_t<T>* grad_lse, AttentionDims dims, double scale, T* grad_q, T* grad_k,
+                        T* grad_v, T* grad_bias, accumulate_t<T>* workspace) {
+  attention_backward(pattern, transposed, GroupsView{}, q, k, v, bias, out, grad_out, lse, grad_lse, dims,
                      AttentionLayouts::contiguous(pattern, dims), scale, grad_q, grad_k, grad_v, grad_bias, workspace);
 }
 

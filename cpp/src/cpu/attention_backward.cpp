@@ -42,19 +42,20 @@ constexpr bool native_float8 = true;
 
 // The plan's grouped kernel when there is a plan, the row-by-row kernel otherwise, each in the copy for the
 // head dims (SPATTN_DISPATCH_DIM, cpu_common.hpp).
-#define SPATTN_DISPATCH(ISA)                                                                                     \
-  if (groups.groups > 0) {                                                                                        \
-    SPATTN_DISPATCH_DIM(ISA::attention_backward_grouped_kernel, pattern, transposed, groups, q, k, v, bias, out,  \
-                        grad_out, lse, dims, layouts, scale, grad_q, grad_k, grad_v, grad_bias, workspace)        \
-  }                                                                                                               \
-  SPATTN_DISPATCH_DIM(ISA::attention_backward_kernel, pattern, transposed, q, k, v, bias, out, grad_out, lse, dims, \
-                      layouts, scale, grad_q, grad_k, grad_v, grad_bias, workspace)
+#define SPATTN_DISPATCH(ISA)                                                                                      \
+  if (groups.groups > 0) {                                                                                         \
+    SPATTN_DISPATCH_DIM(ISA::attention_backward_grouped_kernel, pattern, transposed, groups, q, k, v, bias, out,   \
+                        grad_out, lse, grad_lse, dims, layouts, scale, grad_q, grad_k, grad_v, grad_bias,          \
+                        workspace)                                                                                 \
+  }                                                                                                                \
+  SPATTN_DISPATCH_DIM(ISA::attention_backward_kernel, pattern, transposed, q, k, v, bias, out, grad_out, lse,       \
+                      grad_lse, dims, layouts, scale, grad_q, grad_k, grad_v, grad_bias, workspace)
 
 template <typename T>
 void attention_backward(CsrView pattern, TransposedView transposed, GroupsView groups, const T* q, const T* k,
                         const T* v, const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
-                        AttentionDims dims, const AttentionLayouts& layouts, double scale, T* grad_q, T* grad_k,
-                        T* grad_v, T* grad_bias, accumulate_t<T>* workspace) {
+                        const accumulate_t<T>* grad_lse, AttentionDims dims, const AttentionLayouts& layouts,
+                        double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias, accumulate_t<T>* workspace) {
 #if SPATTN_CPU_DISPATCH_AVX2
   if (detail::cpu_has_avx2_fma()) {
     SPATTN_DISPATCH(avx2)
@@ -66,8 +67,9 @@ void attention_backward(CsrView pattern, TransposedView transposed, GroupsView g
 
 #define SPATTN_INSTANTIATE(T)                                                                                  \
   template void attention_backward<T>(CsrView, TransposedView, GroupsView, const T*, const T*, const T*, const T*, \
-                                      const T*, const T*, const accumulate_t<T>*, AttentionDims,                 \
-                                      const AttentionLayouts&, double, T*, T*, T*, T*, accumulate_t<T>*);
+                                      const T*, const T*, const accumulate_t<T>*, const accumulate_t<T>*,        \
+                                      AttentionDims, const AttentionLayouts&, double, T*, T*, T*, T*,            \
+                                      accumulate_t<T>*);
 SPATTN_INSTANTIATE(float)
 SPATTN_INSTANTIATE(double)
 SPATTN_INSTANTIATE(bfloat16)

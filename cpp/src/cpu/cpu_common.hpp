@@ -351,6 +351,17 @@ void parallel_for(index_t count, index_t work_per_item, index_t scratch_size, co
   }
 }
 
+// ---- grouped-query attention -----------------------------------------------------------------------------
+// Query problem p = b * H + h reads k/v problem b * (H / g) + h / g (g = dims.head_group); the g query
+// problems of one k/v problem are consecutive, from first_query_problem on. The backward sums dK and dV over
+// them in that order, so results do not depend on scheduling.
+inline index_t kv_problem(AttentionDims dims, index_t problem) {
+  return problem / dims.heads * dims.kv_heads() + problem % dims.heads / dims.head_group;
+}
+inline index_t first_query_problem(AttentionDims dims, index_t kv_problem) {
+  return kv_problem / dims.kv_heads() * dims.heads + kv_problem % dims.kv_heads() * dims.head_group;
+}
+
 // Average entries per row, the usual measure of how much work a row is.
 inline index_t mean_row_length(CsrView pattern) {
   return pattern.rows == 0 ? 0 : pattern.nnz() / pattern.rows + 1;
