@@ -5,7 +5,6 @@ masked softmax over the scaled scores, grouped heads by repetition, additional k
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 
@@ -17,14 +16,6 @@ from spattn.compat import natten
 from spattn.compat.natten import _dense_attention, _merge_attentions
 
 NA = {1: natten.na1d, 2: natten.na2d, 3: natten.na3d}
-
-# return_lse and enable_gqa of spattn.scaled_dot_product_attention come with the grouped-query work; the
-# tests that need them run once it is in.
-_SDPA_OPTIONS = inspect.signature(spattn.scaled_dot_product_attention).parameters
-needs_lse = pytest.mark.skipif("return_lse" not in _SDPA_OPTIONS,
-                               reason="spattn.scaled_dot_product_attention has no return_lse yet")
-needs_gqa = pytest.mark.skipif("enable_gqa" not in _SDPA_OPTIONS,
-                               reason="spattn.scaled_dot_product_attention has no enable_gqa yet")
 
 
 # ---- reference -------------------------------------------------------------------------------------------
@@ -175,7 +166,6 @@ def test_stride_equal_to_kernel_is_window_attention(spatial, kernel):
     _compare_forward_and_backward((out,), (expected,), (query, key, value))
 
 
-@needs_gqa
 @pytest.mark.parametrize("heads, heads_kv", [(4, 2), (6, 1), (3, 3)])
 def test_grouped_query_attention(heads, heads_kv):
     spatial = (5, 6)
@@ -186,7 +176,6 @@ def test_grouped_query_attention(heads, heads_kv):
     _compare_forward_and_backward((out,), (expected,), (query, key, value))
 
 
-@needs_lse
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_return_lse_is_heads_last_and_differentiable(n):
     spatial = {1: (9,), 2: (5, 6), 3: (3, 4, 5)}[n]
@@ -197,7 +186,6 @@ def test_return_lse_is_heads_last_and_differentiable(n):
     _compare_forward_and_backward((out, lse), reference_attention(query, key, value, mask), (query, key, value))
 
 
-@needs_lse
 def test_lse_of_float32_inputs_is_float32():
     query, key, value = (t.detach().float() for t in _inputs((10,)))
     out, lse = natten.na1d(query, key, value, 3, return_lse=True)
@@ -208,13 +196,10 @@ def test_lse_of_float32_inputs_is_float32():
     torch.testing.assert_close(lse, expected_lse.float(), atol=1e-5, rtol=1e-5)
 
 
-@needs_lse
 @pytest.mark.parametrize("n, heads_kv, extra", [(1, 2, 3), (2, 2, 1), (3, 2, 4), (2, 1, 5)])
 def test_additional_keys_and_values(n, heads_kv, extra):
     """Every query attends to its neighborhood and to the extra tokens (Nk = N + N_add != Nq); gradients
     reach the additional keys and values too."""
-    if heads_kv != 2 and "enable_gqa" not in _SDPA_OPTIONS:
-        pytest.skip("spattn.scaled_dot_product_attention has no enable_gqa yet")
     spatial = {1: (8,), 2: (5, 6), 3: (3, 4, 5)}[n]
     query, key, value = _inputs(spatial, heads=2, heads_kv=heads_kv, head_dim=3, value_dim=4)
     generator = torch.Generator().manual_seed(3)
@@ -229,7 +214,6 @@ def test_additional_keys_and_values(n, heads_kv, extra):
     torch.testing.assert_close(NA[n](query, key, value, 2, 2, 1, n == 2, None, extra_k, extra_v), out)
 
 
-@needs_lse
 def test_merge_with_empty_rows_and_rectangular_patterns():
     """The merge is exact where one part has no keys for a query (spattn's lse -inf, out 0): a random
     pattern with empty rows and Nq != Nk, merged with dense attention over extra keys, equals dense attention
@@ -285,8 +269,6 @@ def test_heads_last_tensors_are_read_and_returned_without_copies(monkeypatch):
     assert out.data_ptr() == seen["out"] and out.is_contiguous() and out.shape == (2, 6, 7, 4, 5)
 
 
-@needs_lse
-@needs_gqa
 def test_torch_compile_fullgraph_matches_eager():
     """Grouped heads, additional keys and the lse under torch.compile(fullgraph=True), after an eager call at
     this size (which builds the pattern the compiled graph reads as a constant)."""
@@ -363,7 +345,6 @@ def test_bad_arguments_raise_naming_the_argument(index):
         call()
 
 
-@needs_gqa
 def test_bad_head_counts_raise():
     query, key, value = (t.detach() for t in _inputs((6,), heads=4, heads_kv=3))
     with pytest.raises(ValueError, match="key"):

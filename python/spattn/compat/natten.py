@@ -134,15 +134,9 @@ def _neighborhood_attention(na_dim: int, query, key, value, kernel_size, stride,
     q, k, v = (_heads_first(t, na_dim) for t in (query, key, value))
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     merge = additional_keys is not None
-    # spattn's options are named only when used: each costs nothing when off, and a plain call keeps to the
-    # arguments every spattn version takes.
-    options = {}
-    if k.shape[1] != q.shape[1]:
-        options["enable_gqa"] = True
-    if return_lse or merge:
-        options["return_lse"] = True
-    result = scaled_dot_product_attention(q, k, v, pattern, scale=scale, **options)
-    out, lse = result if "return_lse" in options else (result, None)
+    result = scaled_dot_product_attention(q, k, v, pattern, scale=scale, enable_gqa=k.shape[1] != q.shape[1],
+                                          return_lse=return_lse or merge)
+    out, lse = result if return_lse or merge else (result, None)
     if merge:
         extra_out, extra_lse = _dense_attention(q, _heads_first(additional_keys, 1),
                                                 _heads_first(additional_values, 1), scale)
