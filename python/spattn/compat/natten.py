@@ -5,7 +5,9 @@ per-axis ``kernel_size``, ``stride``, ``dilation`` and ``is_causal`` (one value 
 kernel sizes, ``stride <= kernel_size`` (``stride == kernel_size`` is blocked window attention), grouped-query
 attention (key/value with fewer heads, dividing the query's), and ``additional_keys``/``additional_values``
 that every query attends to besides its neighborhood. The window rule is NATTEN's (written out in
-``cpp/include/spattn/neighborhood.hpp``); the pattern is built once per geometry in C++ and cached.
+``cpp/include/spattn/neighborhood.hpp``); the pattern is built once per geometry in C++ and cached. Under
+``torch.compile`` (``fullgraph=True`` included) the cached pattern is read as a constant: call once eagerly
+at each input size first, since tracing cannot build one.
 
 What NATTEN refuses is refused, with a ValueError naming the argument (TypeError for a value of the wrong
 type): ``kernel_size < 2``, ``stride < 1`` or ``stride > kernel_size``, ``dilation < 1``,
