@@ -17,12 +17,13 @@ from . import ops_cuda  # noqa: F401  (registers the CUDA kernels of the ops)
 from . import timm
 from . import torchvision
 from . import transformers
-from .neighborhood_attention import NeighborhoodAttention2D
+from .neighborhood_attention import NeighborhoodAttention1D, NeighborhoodAttention2D, NeighborhoodAttention3D
 
 __version__ = _C.build_info()["version"]
 
 __all__ = ["Pattern", "patterns", "layouts", "scaled_dot_product_attention", "sddmm", "sparse_softmax", "spmm",
-           "SparseAttention", "NeighborhoodAttention2D", "timm", "torchvision", "transformers", "build_info",
+           "SparseAttention", "NeighborhoodAttention1D", "NeighborhoodAttention2D",
+           "NeighborhoodAttention3D", "timm", "torchvision", "transformers", "build_info",
            "cmake_dir", "__version__"]
 
 
