@@ -1,8 +1,6 @@
-"""Loads the compiled module. torch is imported first: it loads the CUDA libraries (cuSPARSE among
-them) that libspattn links against, from the same nvidia wheels."""
+"""Loads the compiled module. It needs no other library at load time (the CUDA runtime is linked statically,
+the driver and cuSPARSE are loaded on first use), so it imports beside a CPU-only torch as well."""
 
-import torch  # noqa: F401  (import order matters, see above)
-
-from . import _C  # noqa: E402
+from . import _C
 
 __all__ = ["_C"]
