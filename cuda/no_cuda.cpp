@@ -14,6 +14,7 @@ bool is_available() { return false; }
 int device_count() { return 0; }
 std::string device_name(int) { return "spattn was built without CUDA support"; }
 int cusparse_version() { return 0; }
+std::string cusparse_load_error() { return "spattn was built without CUDA support"; }
 
 template <typename T>
 void sddmm(CsrView, const T*, const T*, T*, index_t, index_t, cudaStream_t) {

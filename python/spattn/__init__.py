@@ -19,7 +19,7 @@ from . import torchvision
 from . import transformers
 from .neighborhood_attention import NeighborhoodAttention1D, NeighborhoodAttention2D, NeighborhoodAttention3D
 
-__version__ = _C.build_info()["version"]
+__version__ = _C.__version__
 
 __all__ = ["Pattern", "patterns", "layouts", "scaled_dot_product_attention", "sddmm", "sparse_softmax", "spmm",
            "SparseAttention", "NeighborhoodAttention1D", "NeighborhoodAttention2D",
@@ -29,7 +29,10 @@ __all__ = ["Pattern", "patterns", "layouts", "scaled_dot_product_attention", "sd
 
 def build_info() -> dict:
     """What this build contains: ``version``, ``cuda`` (kernels compiled in), ``cuda_archs``,
-    ``cuda_version``, ``cusparse``, ``openmp``, ``compiler``, plus ``cuda_devices`` visible now."""
+    ``cuda_version``, ``cusparse`` (the cuSPARSE path compiled in), ``openmp``, ``compiler``; and what this
+    machine offers now: ``cusparse_loadable``, ``cusparse_load_error`` (why not, or ``""``) and
+    ``cusparse_version`` (libcusparse is loaded on first use; 0 when it cannot be), ``cuda_devices`` (0
+    without a driver)."""
     info = dict(_C.build_info())
     info["cuda_devices"] = _C.cuda_device_count()
     return info
