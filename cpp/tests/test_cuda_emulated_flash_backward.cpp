@@ -13,19 +13,24 @@
 // columns without entries, head dims 32, 64, 128, 24 and 40 (cp.async and element-wise gathers), 17 and 9
 // (element-wise, single stores), value_dim != head_dim, no bias, bias [1, nnz] and [H, nnz] with and
 // without its gradient, the bias gradient over 1 to 4 chunks of problems (a chunk without problems writes
-// zeros), rows the bias masks entirely (zero gradients), a NaN query (NaN exactly where it reaches), and q /
-// k / v as strided views of one [B, N, 3, H, D] projection with out and grad_out in [B, N, H, Dv] order.
+// zeros), a [B, H, nnz] bias (one per problem) and its gradient, rows the bias masks entirely (zero
+// gradients), a NaN query (NaN exactly where it reaches), q / k / v as strided views of one [B, N, 3, H, D]
+// projection with out and grad_out in [B, N, H, Dv] order, a gradient reaching lse (grad_lse, folded into
+// delta), and grouped-query attention (2 and 4 query heads per k/v head, MQA; contiguous and views of one
+// [B, N, H + 2 Hkv, D] projection): the kernel's per-query-head dK and dV partials, then the launcher's
+// reduction (cuda/attention_backward_partials.cuh, emulated too) into each k/v head's dK and dV.
 //
 // Checked: delta of every (problem, row), dQ of every row, dK and dV of every owned column (the complement of
 // plan.unowned_columns, itself checked against the definition) and the unowned columns' poison untouched,
 // every bias partial sum written, their sum over chunks against dBias, guard elements after every output
 // buffer untouched; two runs (and a third on another grid) bitwise equal. Mutations (a swapped A-fragment
-// register in mma, a missing cp.async wait) make the comparison fail; their hooks live in the tests'
-// flash_emulation.hpp, so the kernel runs unmodified.
+// register in mma, a missing cp.async wait, grad_lse dropped, k/v heads grouped wrongly) make the comparison
+// fail; the hooks of the first two live in the tests' flash_emulation.hpp, so the kernel runs unmodified.
 
 #include "cuda_emulation.hpp"  // first: it prepares the kernels' headers for the host compiler
 
 #include "attention_backward_flash_kernel.cuh"
+#include "attention_backward_partials.cuh"
 #include "check.hpp"
 #include "flash_emulation.hpp"  // after the kernel: its mutation hooks specialise the kernel's primitives
 
@@ -71,9 +76,10 @@ std::vector<bool> owned_by_definition(const Csr& pattern, const spattn::Executio
   return owned;
 }
 
-// The reference of `pattern` with its transpose and owned columns. A non-empty row with a NaN query element
-// expects, as the kernels' contract: NaN out and lse (the forward's), NaN delta and dQ of the row, NaN dK and
-// dV of the row's columns and NaN dBias of its entries (in its problem's bias head).
+// The reference of `pattern` with its transpose and owned columns. delta is the kernel's: rowsum(dO * O) less
+// grad_lse (on every row: an empty row has O = 0). A non-empty row with a NaN query element expects, as the
+// kernels' contract: NaN out and lse (the forward's), NaN delta and dQ of the row, NaN dK and dV of the row's
+// columns (of its k/v problem) and NaN dBias of its entries (in its problem's bias head).
 BackwardProblem make_problem(Csr pattern, const Shape& shape, unsigned seed, const Edit& edit = {}) {
   BackwardProblem problem{make_reference_problem(std::move(pattern), shape, seed, edit), {}, {}};
   problem.transposed = spattn::transpose(problem.pattern.view());
@@ -84,14 +90,18 @@ BackwardProblem make_problem(Csr pattern, const Shape& shape, unsigned seed, con
   const Csr& p = problem.pattern;
   const index_t rows = p.rows(), cols = p.cols(), nnz = p.nnz(), D = dims.head_dim, Dv = dims.value_dim;
   Reference& g = problem.expected;
+  if (!problem.inputs.grad_lse.empty()) {
+    for (std::size_t i = 0; i < g.delta.size(); ++i) g.delta[i] -= problem.inputs.grad_lse[i];
+  }
   for_each_nan_query_row(problem, [&](index_t b, index_t r) {
+    const index_t kv = b / dims.head_group;  // (query problem b * H + h reads k/v problem b * Hkv + h / g)
     g.lse[b * rows + r] = g.delta[b * rows + r] = quiet_nan;
     for (index_t d = 0; d < Dv; ++d) g.out[(b * rows + r) * Dv + d] = quiet_nan;
     for (index_t d = 0; d < D; ++d) g.grad_q[(b * rows + r) * D + d] = quiet_nan;
     for (index_t e = p.row_offsets()[r]; e < p.row_offsets()[r + 1]; ++e) {
       const index_t c = p.col_indices()[e];
-      for (index_t d = 0; d < D; ++d) g.grad_k[(b * cols + c) * D + d] = quiet_nan;
-      for (index_t d = 0; d < Dv; ++d) g.grad_v[(b * cols + c) * Dv + d] = quiet_nan;
+      for (index_t d = 0; d < D; ++d) g.grad_k[(kv * cols + c) * D + d] = quiet_nan;
+      for (index_t d = 0; d < Dv; ++d) g.grad_v[(kv * cols + c) * Dv + d] = quiet_nan;
       if (dims.bias_heads > 0) g.grad_bias[(b % dims.bias_heads) * nnz + e] = quiet_nan;
     }
   });
@@ -124,13 +134,16 @@ struct Run {
   bool async = true;     // cp.async gathers (dims multiples of 8, 16-byte aligned rows), else element-wise
   unsigned blocks = 3;
   index_t chunks = 0;  // the bias gradient's chunks per bias head (0: no bias gradient)
+  // Mutations: the kernel not given the problem's grad_lse; the kernels told another head_group (0: none).
+  bool drop_grad_lse = false;
+  index_t wrong_head_group = 0;
 };
 
 // What the kernel wrote (each buffer followed by kGuard guard elements).
 template <typename D>
 struct Outputs {
   std::vector<D> grad_q, grad_k, grad_v;
-  std::vector<float> delta, bias_sums;
+  std::vector<float> delta, bias_sums, key_partial, value_partial;
   index_t chunks = 0, problems_per_chunk = 1;
   bool valid = false;  // false: the case asked for something the launcher would not do
 };
@@ -143,11 +156,13 @@ Outputs<D> run_backward(const BackwardProblem& problem, const Run& run) {
   const spattn::AttentionDims& dims = problem.inputs.dims;
   const Inputs& in = problem.inputs;
   const index_t rows = pattern.rows(), cols = pattern.cols(), nnz = pattern.nnz();
-  const index_t head_dim = dims.head_dim, value_dim = dims.value_dim;
+  const index_t head_dim = dims.head_dim, value_dim = dims.value_dim, kv_batch = dims.kv_batch();
 
-  // The forward's results as the forward kernel leaves them: out in the storage type, lse in float.
-  std::vector<float> lse;
+  // The forward's results as the forward kernel leaves them: out in the storage type, lse in float; the
+  // gradient reaching lse, if any, in float.
+  std::vector<float> lse, grad_lse;
   for (double x : problem.expected.lse) lse.push_back(static_cast<float>(x));
+  for (double x : in.grad_lse) grad_lse.push_back(static_cast<float>(x));
 
   const Operands<D> operands(problem, run.strided);
   if (!operands.valid) return result;
@@ -172,9 +187,13 @@ Outputs<D> run_backward(const BackwardProblem& problem, const Run& run) {
 
   // Outputs poisoned, guards after each.
   result.grad_q.assign(dims.batch * rows * head_dim + kGuard, from_bits<D>(kPoison));
-  result.grad_k.assign(dims.batch * cols * head_dim + kGuard, from_bits<D>(kPoison));
-  result.grad_v.assign(dims.batch * cols * value_dim + kGuard, from_bits<D>(kPoison));
+  result.grad_k.assign(kv_batch * cols * head_dim + kGuard, from_bits<D>(kPoison));
+  result.grad_v.assign(kv_batch * cols * value_dim + kGuard, from_bits<D>(kPoison));
   result.delta.assign(dims.batch * rows + kGuard, float_from_bits(kPoisonFloat));
+  if (dims.head_group > 1) {  // the workspace's per-query-problem dK and dV (cuda/attention_workspace.hpp)
+    result.key_partial.assign(dims.batch * cols * head_dim + kGuard, float_from_bits(kPoisonFloat));
+    result.value_partial.assign(dims.batch * cols * value_dim + kGuard, float_from_bits(kPoisonFloat));
+  }
   kernels::FlashBackwardOptions options{{run.async, false}, dims.batch, 1, nullptr};
   if (run.chunks > 0) {
     // As the launcher splits a bias head's problems into chunks.
@@ -195,16 +214,20 @@ Outputs<D> run_backward(const BackwardProblem& problem, const Run& run) {
   args.out = out.data();
   args.grad_out = grad_out.data();
   args.lse = lse.data();
+  args.grad_lse = grad_lse.empty() || run.drop_grad_lse ? nullptr : grad_lse.data();
   args.grad_q = result.grad_q.data();
   args.grad_k = result.grad_k.data();
   args.grad_v = result.grad_v.data();
   args.grad_bias = nullptr;  // the launcher's final sum; the kernel reads options.bias_sums
   args.delta = result.delta.data();
+  args.key_partial = result.key_partial.empty() ? nullptr : result.key_partial.data();
+  args.value_partial = result.value_partial.empty() ? nullptr : result.value_partial.data();
   args.bias_partial = options.bias_sums;
   args.bias_chunks = run.chunks;
   args.grad_out_layout = out_layout;
   args.unowned_column_count = static_cast<index_t>(problem.plan.unowned_columns.size());
   args.unowned_columns = problem.plan.unowned_columns.data();
+  if (run.wrong_head_group > 0) args.k_layout.head_group = args.v_layout.head_group = run.wrong_head_group;
 
   const int shared_bytes = kernels::flash_layout(static_cast<int>(head_dim), static_cast<int>(value_dim),
                                                  operands.bias != nullptr, true, options.bias_sums != nullptr)
@@ -213,6 +236,11 @@ Outputs<D> run_backward(const BackwardProblem& problem, const Run& run) {
     spattn_emulation::launch(kernels::attention_backward_flash_kernel<D, decltype(max_dim)::value>, run.blocks,
                              kernels::kFlashThreads, static_cast<std::size_t>(shared_bytes), args, options);
   });
+  // Grouped-query attention: the launcher's reduction of the partials into dK and dV (a small striding grid).
+  if (args.key_partial != nullptr) {
+    spattn_emulation::launch(kernels::attention_backward_sum_partials_kernel<D>, 2, kernels::kThreadsPerBlock, 0,
+                             args);
+  }
   result.valid = true;
   return result;
 }
@@ -236,8 +264,10 @@ bool outputs_match(const BackwardProblem& problem, const Outputs<D>& result, boo
   const double tol = tolerance<D>();
   bool ok = true;
 
+  const auto intact = [](const std::vector<float>& buffer) { return buffer.empty() || guards_intact(buffer); };
   const bool guards = guards_intact(result.grad_q) && guards_intact(result.grad_k) && guards_intact(result.grad_v) &&
-                      guards_intact(result.delta) && (result.bias_sums.empty() || guards_intact(result.bias_sums));
+                      guards_intact(result.delta) && intact(result.bias_sums) && intact(result.key_partial) &&
+                      intact(result.value_partial);
   if (report && !guards) std::printf("  an output's guard elements were written\n");
   ok &= guards;
 
@@ -255,13 +285,13 @@ bool outputs_match(const BackwardProblem& problem, const Outputs<D>& result, boo
   ok &= matches(delta, expected.delta, tol, row_where("delta", 1), report);
   ok &= matches(grad_q, expected.grad_q, tol, row_where("grad_q", dims.head_dim), report);
 
-  // dK and dV: owned columns against the reference, the others untouched.
+  // dK and dV (of the k/v problems): owned columns against the reference, the others untouched.
   const auto columns = [&](const std::vector<D>& grad, const std::vector<double>& reference, index_t dim,
                            const char* name) {
     std::vector<double> actual_owned, expected_owned;
     std::vector<std::string> names;
     bool untouched = true;
-    for (index_t p = 0; p < dims.batch; ++p) {
+    for (index_t p = 0; p < dims.kv_batch(); ++p) {
       for (index_t c = 0; c < cols; ++c) {
         for (index_t d = 0; d < dim; ++d) {
           const index_t i = (p * cols + c) * dim + d;
@@ -458,6 +488,36 @@ TEST(strided_operands_of_one_projection) {
       make_problem(spattn::patterns::swin(8, 8, 4, 2), shape_of(1, 2, 20, 20, 1), 20), run));
 }
 
+TEST(a_gradient_reaching_lse) {
+  // grad_lse folds into delta: shifted windows with a bias [H, nnz] and its gradient; a random pattern with
+  // empty rows and a masked row (their delta is -grad_lse, their gradients zero), element-wise gathers.
+  Shape shape = shape_of(2, 2, 32, 32, 2);
+  shape.grad_lse = true;
+  check_both(make_problem(spattn::patterns::swin(14, 14, 7, 3), shape, 24), run_with(3, 1));
+  shape = shape_of(1, 2, 24, 40, 2);
+  shape.grad_lse = true, shape.masked_row = 5;
+  check_both(make_problem(random_with_empty_rows(37, 53, 0.12, 7, {1, 20}), shape, 25), run_with(2, 1, false));
+}
+
+TEST(grouped_query_heads_and_a_bias_per_problem) {
+  // 4 query heads over 2 k/v heads on shifted windows, a bias per problem ([B, H, nnz]) with its gradient
+  // (each problem its own slice: one chunk) and grad_lse: dK and dV summed over each k/v head's two query heads.
+  Shape shape = shape_of(2, 4, 32, 32, 8, 2);
+  shape.grad_lse = true;
+  const BackwardProblem shifted = make_problem(spattn::patterns::swin(14, 14, 7, 3), shape, 26);
+  check_both(shifted, run_with(3, 1));
+  // MQA (4 query heads, one k/v head), wide and long groups (owned columns over several key tiles, unowned
+  // ones left untouched), bias [1, nnz] over two chunks, head dim 64 with value dim 32, element-wise gathers.
+  check_both(make_problem(wide_and_long_groups(), shape_of(1, 4, 64, 32, 1, 4), 27), run_with(3, 2, false));
+  // A random pattern with empty rows, Nq != Nk, odd dims, bias [H, nnz] without its gradient.
+  check_both(make_problem(random_with_empty_rows(37, 53, 0.12, 7, {1, 20}), shape_of(1, 4, 17, 9, 4, 2), 28),
+             run_with(2, 0, false));
+  // Views of one [B, N, H + 2 Hkv, D] projection (cp.async), out and grad_out in [B, N, H, D] order.
+  Run run = run_with(3, 1);
+  run.strided = true;
+  check_both(make_problem(spattn::patterns::swin(8, 8, 4, 2), shape_of(2, 4, 32, 32, 8, 2), 29), run);
+}
+
 TEST(deterministic) {
   // Two runs bitwise equal, and runs on other grids too (each output comes from one item, in a fixed order):
   // 3 blocks, 1 block, and more blocks than items (the extra ones return at once).
@@ -490,6 +550,16 @@ TEST(mutations_make_the_comparison_fail) {
     CHECK(!backward_matches<__half>(*problem, run_with(3, 1), /*report=*/false));
     skip_stage_wait = false;
   }
+  // grad_lse not passed to the kernel, and grouped-query attention read as MQA, each fail.
+  Shape shape = shape_of(1, 4, 32, 32, 4, 2);
+  shape.grad_lse = true;
+  const BackwardProblem grouped = make_problem(spattn::patterns::swin(8, 8, 4, 2), shape, 30);
+  CHECK(backward_matches<__half>(grouped, run_with(3, 1)));
+  Run run = run_with(3, 1);
+  run.drop_grad_lse = true;
+  CHECK(!backward_matches<__half>(grouped, run, /*report=*/false));
+  run.drop_grad_lse = false, run.wrong_head_group = 4;
+  CHECK(!backward_matches<__half>(grouped, run, /*report=*/false));
 }
 
 TEST_MAIN()
