@@ -207,7 +207,9 @@ __global__ void __launch_bounds__(kFlashThreads, flash_backward_blocks_per_sm<kM
         delta += shuffle_xor(delta, 1);
         delta += shuffle_xor(delta, 2);
         // d lse / d S = P: a gradient reaching lse enters dS = P (dP - delta) as part of delta.
-        if (args.grad_lse != nullptr && r < rows) delta -= args.grad_lse[problem * args.rows + d.row_ids[warp * 16 + r]];
+        if (args.grad_lse != nullptr && r < rows) {
+          delta -= args.grad_lse[problem * args.rows + d.row_ids[warp * 16 + r]];
+        }
         row_delta[h] = delta;
         row_lse[h] = lse[r] * kLog2e;
         if (tile == 0 && r < rows && lane % 4 == 0) args.delta[problem * args.rows + d.row_ids[warp * 16 + r]] = delta;

@@ -363,7 +363,9 @@ bool outputs_match(const BackwardProblem& problem, const Outputs<D>& result, boo
   // after the whole backward, the final sum).
   if (!result.grad_bias.empty()) {
     std::vector<double> grad_bias;
-    for (std::size_t i = 0; i + kGuard < result.grad_bias.size(); ++i) grad_bias.push_back(written_value(result.grad_bias[i]));
+    for (std::size_t i = 0; i + kGuard < result.grad_bias.size(); ++i) {
+      grad_bias.push_back(written_value(result.grad_bias[i]));
+    }
     const auto where = [&](std::size_t i) {
       const index_t at = static_cast<index_t>(i);
       return "grad_bias (final)[head " + std::to_string(at / nnz) + ", entry " + std::to_string(at % nnz) + "]";
@@ -573,6 +575,9 @@ TEST(grouped_query_heads_and_a_bias_per_problem) {
   Run run = run_with(3, 1);
   run.strided = true;
   check_both(make_problem(spattn::patterns::swin(8, 8, 4, 2), shape_of(2, 4, 32, 32, 8, 2), 29), run);
+  // Head dims 128 and 96: dK and dV reduced in two passes of 64 dims each, their partials at both offsets.
+  CHECK(backward_matches<__half>(make_problem(spattn::patterns::swin(8, 8, 4, 2), shape_of(1, 2, 128, 96, 2, 2), 34),
+                                 run_with(2, 1)));
 }
 
 TEST(the_whole_backward_as_the_launcher_runs_it) {

@@ -75,8 +75,8 @@ void bind_cuda_attention(nb::module_& m) {
                      value_dim >= 0,
                  "sizes must be non-negative");
     SPATTN_CHECK(head_group >= 1, "head_group must be at least 1, got ", head_group);
-    return cuda::attention_backward_workspace_size(CsrView{rows, cols, nullptr, nullptr}, nnz,
-                                                   AttentionDims{batch, head_dim, value_dim, bias_heads, 1, head_group});
+    const AttentionDims dims{batch, head_dim, value_dim, bias_heads, 1, head_group};
+    return cuda::attention_backward_workspace_size(CsrView{rows, cols, nullptr, nullptr}, nnz, dims);
   }, nb::arg("batch"), nb::arg("rows"), nb::arg("nnz"), nb::arg("bias_heads"), nb::arg("cols") = 0,
      nb::arg("head_dim") = 0, nb::arg("value_dim") = 0, nb::arg("head_group") = 1);
 
@@ -118,9 +118,9 @@ void bind_cuda_attention(nb::module_& m) {
       using T = decltype(tag);
       cuda::attention_backward(attention.pattern, transposed, groups, data<T>(q), data<T>(k), data<T>(v),
                                bias ? data<T>(*bias) : nullptr, data<T>(out), data<T>(grad_out), data<float>(lse),
-                               grad_lse ? data<float>(*grad_lse) : nullptr, attention.dims, attention.layouts, scale, data<T>(grad_q), data<T>(grad_k),
-                               data<T>(grad_v), grad_bias ? data<T>(*grad_bias) : nullptr, data<float>(workspace),
-                               as_stream(stream));
+                               grad_lse ? data<float>(*grad_lse) : nullptr, attention.dims, attention.layouts, scale,
+                               data<T>(grad_q), data<T>(grad_k), data<T>(grad_v),
+                               grad_bias ? data<T>(*grad_bias) : nullptr, data<float>(workspace), as_stream(stream));
     });
   }, nb::arg("grad_out"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("bias").none(), nb::arg("out"),
      nb::arg("lse"), nb::arg("row_offsets"), nb::arg("col_indices"), nb::arg("t_row_offsets"),
