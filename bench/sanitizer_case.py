@@ -1,7 +1,8 @@
 """A tiny case that runs every spattn CUDA kernel once (fused attention forward/backward on the fast and
-generic paths, with bias and empty rows; SDDMM, softmax, SpMM and their backward; the cuSPARSE path), for
-compute-sanitizer: `compute-sanitizer --tool memcheck python bench/sanitizer_case.py`. Kept small so it runs
-in seconds under the sanitizer."""
+generic paths, with bias and empty rows, grouped-query attention with a gradient reaching lse; SDDMM, softmax,
+SpMM and their backward; the cuSPARSE path), for compute-sanitizer:
+`compute-sanitizer --tool memcheck python bench/sanitizer_case.py`. Kept small so it runs in seconds under the
+sanitizer."""
 
 import torch
 
@@ -94,5 +95,25 @@ for dtype, d in ((torch.bfloat16, 32), (torch.float16, 20)):
                                              t.row_offsets, t.col_indices, permutation, steps, unowned_columns)
     ops.attention_backward(torch.randn_like(out), q, k, v, bias, out, lse, p.row_offsets, p.col_indices,
                            t.row_offsets, t.col_indices, permutation, 0.2, True, *p.plan(), steps, unowned_columns)
+
+# Grouped-query attention (k and v with half of q's heads), a bias per problem with its gradient and a gradient
+# reaching lse: the row and grouped kernels, and the backward's column pass over k/v problems and, after the
+# tensor-core kernel, the sum of its per-query-head partials.
+for pattern, dtype in ((swin, torch.float16), (wide, torch.bfloat16), (irregular, torch.float32)):
+    p = pattern.to(cuda)
+    t, permutation = p.transposed()
+    n_q, n_k = p.shape
+    q = torch.randn(2, 4, n_q, 32, device=cuda, dtype=dtype)
+    k, v = (torch.randn(2, 2, n_k, 32, device=cuda, dtype=dtype) for _ in range(2))
+    bias = torch.randn(8, p.nnz, device=cuda, dtype=dtype)
+    for schedule in (p.plan_schedule(), (None, None)):
+        out, lse = ops.attention_forward_grouped(q, k, v, bias, p.row_offsets, p.col_indices, *p.plan(), 0.2,
+                                                 t.row_offsets, t.col_indices, permutation, *schedule)
+        ops.attention_backward(torch.randn_like(out), q, k, v, bias, out, lse, p.row_offsets, p.col_indices,
+                               t.row_offsets, t.col_indices, permutation, 0.2, True, *p.plan(), *schedule,
+                               grad_lse=torch.randn_like(lse))
+    out, lse = ops.attention_forward(q, k, v, bias, p.row_offsets, p.col_indices, 0.2)
+    ops.attention_backward(torch.randn_like(out), q, k, v, bias, out, lse, p.row_offsets, p.col_indices,
+                           t.row_offsets, t.col_indices, permutation, 0.2, True, grad_lse=torch.randn_like(lse))
 torch.cuda.synchronize()
 print("sanitizer case: every kernel ran")

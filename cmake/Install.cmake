@@ -7,28 +7,20 @@
 
 include(CMakePackageConfigHelpers)
 
-# The installed library finds cuSPARSE next to itself in a wheel install (site-packages/nvidia/...) or
-# where it was found at build time.
-set(_rpath "$ORIGIN")
-if(SPATTN_CUSPARSE_LIBRARY)
-  get_filename_component(_cusparse_dir "${SPATTN_CUSPARSE_LIBRARY}" DIRECTORY)
-  get_filename_component(_cusparse_leaf "${_cusparse_dir}" DIRECTORY)
-  get_filename_component(_cusparse_leaf "${_cusparse_leaf}" NAME)
-  if(SKBUILD)
-    list(APPEND _rpath "$ORIGIN/../../nvidia/${_cusparse_leaf}/lib")
-  endif()
-  list(APPEND _rpath "${_cusparse_dir}")
+# No INSTALL_RPATH: libspattn needs nothing but system libraries (the CUDA runtime is static, cuSPARSE is
+# loaded at run time), so a wheel names no folder of the machine that built it.
+# A wheel cannot hold symlinks: libspattn.so.0 -> libspattn.so.0.1.0 would be two full copies there, so the
+# versioned names are for system installs only.
+if(NOT SKBUILD)
+  set_target_properties(spattn PROPERTIES
+    VERSION ${PROJECT_VERSION}
+    SOVERSION ${PROJECT_VERSION_MAJOR})
 endif()
-set_target_properties(spattn PROPERTIES
-  VERSION ${PROJECT_VERSION}
-  SOVERSION ${PROJECT_VERSION_MAJOR}
-  INSTALL_RPATH "${_rpath}")
 
 install(TARGETS spattn EXPORT spattnTargets
   LIBRARY DESTINATION ${SPATTN_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${SPATTN_INSTALL_LIBDIR}
-  RUNTIME DESTINATION ${SPATTN_INSTALL_LIBDIR}
-  INCLUDES DESTINATION ${SPATTN_INSTALL_INCLUDEDIR})
+  RUNTIME DESTINATION ${SPATTN_INSTALL_LIBDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/cpp/include/spattn DESTINATION ${SPATTN_INSTALL_INCLUDEDIR})
 install(EXPORT spattnTargets NAMESPACE spattn:: DESTINATION ${SPATTN_INSTALL_CMAKEDIR})
 

@@ -55,11 +55,16 @@ struct BackwardArguments {
   const D* __restrict__ out;
   const D* __restrict__ grad_out;
   const float* __restrict__ lse;
+  const float* __restrict__ grad_lse;  // [batch, rows] or null (no gradient reaches lse)
   D* __restrict__ grad_q;
-  D* __restrict__ grad_k;
-  D* __restrict__ grad_v;
+  D* __restrict__ grad_k;            // [batch / head_group, cols, head_dim]
+  D* __restrict__ grad_v;            // [batch / head_group, cols, value_dim]
   D* __restrict__ grad_bias;         // [bias_heads, nnz] or null
-  float* __restrict__ delta;         // workspace [batch, rows]
+  float* __restrict__ delta;         // workspace [batch, rows]: rowsum(dO * O) - grad_lse
+  // Grouped-query attention (k_layout.head_group > 1), else null: the tensor-core kernel's dK and dV per
+  // query head, workspace [batch, cols, head_dim] and [batch, cols, value_dim] (attention_backward.cu).
+  float* __restrict__ key_partial;
+  float* __restrict__ value_partial;
   float* __restrict__ bias_partial;  // workspace [bias_chunks, bias_heads, nnz] (when grad_bias is wanted)
   index_t bias_chunks;
   float scale;
@@ -67,7 +72,8 @@ struct BackwardArguments {
   index_t groups;
   const index_t* __restrict__ group_offsets;
   const index_t* __restrict__ group_rows;
-  // As in GroupedArguments: the operands' layouts (grad_q, grad_k, grad_v are contiguous [batch, N, dim])
+  // As in GroupedArguments: the operands' layouts (k's and v's head_group is the grouped-query factor; grad_q,
+  // grad_k, grad_v are contiguous)
   // and the plan's schedule with the columns its steps do not complete (spattn/plan.hpp).
   index_t heads;
   OperandLayout q_layout, k_layout, v_layout, out_layout, grad_out_layout;

@@ -1,12 +1,22 @@
 // Fused sparse attention backward, probabilities recomputed from the forward's log-sum-exp:
-//   P = exp(scale * q.k + bias - lse),  dP = dO.v,  dS = P * (dP - delta),  delta = rowsum(dO * O)
+//   P = exp(scale * q.k + bias - lse),  dP = dO.v,  dS = P * (dP - delta),  delta = rowsum(dO * O) - dlse
+//   (dlse: the gradient reaching lse itself, d lse / d s = P, so it folds into delta)
 //   dQ = scale * sum_row dS k       (row pass, also delta and partial sums of dBias)
 //   dK = scale * sum_column dS q,  dV = sum_column P dO   (column pass, through the transposed pattern; after
 //                                   the tensor-core backward over the plan, only the columns it leaves)
 //   dBias = sum over problems of dS  (the row pass's partial sums added in chunk order)
 // Each output element is owned by one lane group and summed in a fixed order: no atomics, deterministic.
+//
+// Grouped-query attention (g = head_group query heads per k/v head): a k/v head's dK and dV sum its g query
+// heads'. The column pass takes one k/v problem per work item and walks its g query problems in turn, its
+// sums in registers (k and v loaded once). The tensor-core kernel keeps its per-query-problem work items
+// (they also carry the bias gradient's problem sets, which group query problems by bias head, not by k/v
+// head): it writes the dK and dV of its owned columns per query problem as floats into the workspace, and a
+// reduction adds each k/v head's g partials in order. A fixed order everywhere, no float atomics: results
+// stay bitwise reproducible.
 
 #include "attention_arguments.cuh"
+#include "attention_backward_passes.cuh"
 #include "attention_workspace.hpp"
 #include "launcher_arguments.cuh"
 
@@ -14,191 +24,20 @@ namespace spattn::cuda {
 namespace detail {
 namespace {
 
-
-__device__ __forceinline__ float probability(float score, float lse) {
-  // lse = -inf: the row had no finite score, so every probability is 0 (not exp(-inf + inf) = NaN).
-  return lse == kNegativeInfinity ? 0.f : expf(score - lse);
-}
-
-// Work item (group, row). Without a bias gradient, group = problem. With one, group = (chunk, bias head):
-// the item handles the chunk's problems of that head (problem = head + j * bias_heads for the chunk's j, in
-// increasing order) and leaves the sum of their score gradients for the row's entries in its slice of
-// bias_partial (zeros when the chunk has no problem).
-template <typename Shape, typename D>
-__global__ void __launch_bounds__(kThreadsPerBlock) attention_backward_rows_kernel(const BackwardArguments<D> args) {
-  constexpr int kLanes = Shape::kLanes, kElems = Shape::kElems, kStep = entries_per_step<Shape>();
-  const int lane = threadIdx.x % kLanes;
-  const unsigned mask = group_mask<kLanes>();
-  const index_t nnz = args.row_offsets[args.rows];
-  const bool sum_bias = args.grad_bias != nullptr;
-  const index_t heads = sum_bias ? args.bias_heads : args.batch;
-  const index_t problems_per_item = sum_bias ? kProblemsPerBiasChunk : 1;
-  const index_t items = (sum_bias ? args.bias_chunks : 1) * heads * args.rows;
-
-  for (index_t item = first_item<kLanes>(); item < items; item += item_stride<kLanes>()) {
-    const index_t group = item / args.rows, row = item % args.rows;
-    const index_t head = group % heads, chunk = group / heads;
-    const index_t begin = args.row_offsets[row], end = args.row_offsets[row + 1];
-    float* partial_row = sum_bias ? args.bias_partial + group * nnz : nullptr;
-    const index_t first_problem = head + chunk * problems_per_item * heads;
-    if (sum_bias && first_problem >= args.batch) {
-      // A chunk without problems (or a bias head no problem reads): it contributes zeros.
-      for (index_t entry = begin + lane; entry < end; entry += kLanes) partial_row[entry] = 0.f;
-      continue;
-    }
-
-    for (index_t j = 0; j < problems_per_item; ++j) {
-      const index_t problem = first_problem + j * heads;
-      if (problem >= args.batch) break;
-      const index_t problem_row = problem * args.rows + row;
-      const D* k_problem = args.k + args.k_layout.problem_offset(problem, args.heads);
-      const D* v_problem = args.v + args.v_layout.problem_offset(problem, args.heads);
-      const D* bias_row = args.bias == nullptr ? nullptr : args.bias + (problem % args.bias_heads) * nnz;
-
-      float q[kElems], grad_out[kElems], out[kElems];
-      load_fragment<Shape>(args.q + args.q_layout.problem_offset(problem, args.heads) + row * args.q_layout.row_stride,
-                           args.head_dim, lane, q);
-      load_fragment<Shape>(args.grad_out + args.grad_out_layout.problem_offset(problem, args.heads) +
-                               row * args.grad_out_layout.row_stride,
-                           args.value_dim, lane, grad_out);
-      load_fragment<Shape>(
-          args.out + args.out_layout.problem_offset(problem, args.heads) + row * args.out_layout.row_stride,
-          args.value_dim, lane, out);
-      const float delta = group_sum<kLanes>(partial_dot(grad_out, out), mask);
-      if (lane == 0) args.delta[problem_row] = delta;
-      const float row_lse = args.lse[problem_row];
-
-      float grad_q[kElems];
-      zero_fragment(grad_q);
-      for (index_t step = begin; step < end; step += kStep) {
-        float key[kStep][kElems], value[kStep][kElems];
-        load_step_keys_and_values<Shape, kStep>(args.col_indices, step, end, k_problem, args.k_layout.row_stride,
-                                                args.head_dim, v_problem, args.v_layout.row_stride, args.value_dim,
-                                                lane, key, value);
-#pragma unroll
-        for (int u = 0; u < kStep; ++u) {
-          const index_t entry = step + u;
-          const float dot = group_sum<kLanes>(partial_dot(q, key[u]), mask);
-          const float grad_probability = group_sum<kLanes>(partial_dot(grad_out, value[u]), mask);
-          if (entry < end) {
-            const float score = dot * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[entry]));
-            const float grad_score = probability(score, row_lse) * (grad_probability - delta);
-#pragma unroll
-            for (int i = 0; i < kElems; ++i) grad_q[i] = fmaf(grad_score, key[u][i], grad_q[i]);
-            if (sum_bias && lane == 0) {
-              // Only this lane touches these entries of this slice, in problem order.
-              partial_row[entry] = j == 0 ? grad_score : partial_row[entry] + grad_score;
-            }
-          }
-        }
-      }
-      store_fragment<Shape>(args.grad_q + problem_row * args.head_dim, args.head_dim, lane, grad_q, args.scale);
-    }
-  }
-}
-
-// grad_bias[h, e] = sum over chunks c (in order) of bias_partial[c, h, e].
-constexpr int kBiasSumBlocks = 1024;
-template <typename D>
-__global__ void __launch_bounds__(kThreadsPerBlock)
-    attention_backward_bias_kernel(index_t rows, const index_t* __restrict__ row_offsets,
-                                   const float* __restrict__ bias_partial, D* __restrict__ grad_bias,
-                                   index_t bias_heads, index_t chunks) {
-  const index_t heads_nnz = bias_heads * row_offsets[rows];
-  for (index_t index = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; index < heads_nnz;
-       index += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    float total = 0.f;
-    for (index_t chunk = 0; chunk < chunks; ++chunk) total += bias_partial[chunk * heads_nnz + index];
-    grad_bias[index] = from_float<D>(total);
-  }
-}
-
-// Work item (problem, column): walks the column's entries through the transposed pattern. Over every column
-// (listed false) or over the list args.unowned_columns only (listed true: the columns the tensor-core
-// backward leaves).
-template <typename Shape, typename D>
-__global__ void __launch_bounds__(kThreadsPerBlock)
-    attention_backward_columns_kernel(const BackwardArguments<D> args, const bool listed) {
-  constexpr int kLanes = Shape::kLanes, kElems = Shape::kElems, kStep = entries_per_step<Shape>();
-  const int lane = threadIdx.x % kLanes;
-  const unsigned mask = group_mask<kLanes>();
-  const index_t nnz = args.row_offsets[args.rows];
-  const index_t columns = listed ? args.unowned_column_count : args.cols;
-  const index_t items = args.batch * columns;
-
-  for (index_t item = first_item<kLanes>(); item < items; item += item_stride<kLanes>()) {
-    const index_t problem = item / columns;
-    const index_t column = listed ? args.unowned_columns[item % columns] : item % columns;
-    const index_t begin = args.transposed_row_offsets[column], end = args.transposed_row_offsets[column + 1];
-    const D* q_problem = args.q + args.q_layout.problem_offset(problem, args.heads);
-    const D* grad_out_problem = args.grad_out + args.grad_out_layout.problem_offset(problem, args.heads);
-    const index_t q_stride = args.q_layout.row_stride, grad_out_stride = args.grad_out_layout.row_stride;
-    const float* lse_problem = args.lse + problem * args.rows;
-    const float* delta_problem = args.delta + problem * args.rows;
-    const D* bias_row = args.bias == nullptr ? nullptr : args.bias + (problem % args.bias_heads) * nnz;
-    const index_t problem_column = problem * args.cols + column;  // in the contiguous grad_k, grad_v
-
-    float key[kElems], value[kElems];
-    load_fragment<Shape>(
-        args.k + args.k_layout.problem_offset(problem, args.heads) + column * args.k_layout.row_stride,
-        args.head_dim, lane, key);
-    load_fragment<Shape>(
-        args.v + args.v_layout.problem_offset(problem, args.heads) + column * args.v_layout.row_stride,
-        args.value_dim, lane, value);
-    float grad_k[kElems], grad_v[kElems];
-    zero_fragment(grad_k);
-    zero_fragment(grad_v);
-
-    for (index_t step = begin; step < end; step += kStep) {
-      float query[kStep][kElems], grad_out[kStep][kElems];
-      index_t rows[kStep];
-#pragma unroll
-      for (int u = 0; u < kStep; ++u) {
-        const index_t entry = step + u;
-        rows[u] = entry < end ? args.transposed_col_indices[entry] : 0;
-        if (entry < end) {
-          load_fragment<Shape>(q_problem + rows[u] * q_stride, args.head_dim, lane, query[u]);
-          load_fragment<Shape>(grad_out_problem + rows[u] * grad_out_stride, args.value_dim, lane, grad_out[u]);
-        } else {
-          zero_fragment(query[u]);
-          zero_fragment(grad_out[u]);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kStep; ++u) {
-        const index_t entry = step + u;
-        const float dot = group_sum<kLanes>(partial_dot(query[u], key), mask);
-        const float grad_probability = group_sum<kLanes>(partial_dot(grad_out[u], value), mask);
-        if (entry < end) {
-          const index_t csr_entry = args.permutation[entry];
-          const float score = dot * args.scale + (bias_row == nullptr ? 0.f : to_float(bias_row[csr_entry]));
-          const float p = probability(score, lse_problem[rows[u]]);
-          const float grad_score = p * (grad_probability - delta_problem[rows[u]]);
-#pragma unroll
-          for (int i = 0; i < kElems; ++i) {
-            grad_v[i] = fmaf(p, grad_out[u][i], grad_v[i]);
-            grad_k[i] = fmaf(grad_score, query[u][i], grad_k[i]);
-          }
-        }
-      }
-    }
-    store_fragment<Shape>(args.grad_k + problem_column * args.head_dim, args.head_dim, lane, grad_k, args.scale);
-    store_fragment<Shape>(args.grad_v + problem_column * args.value_dim, args.value_dim, lane, grad_v, 1.f);
-  }
-}
-
 template <typename T>
 BackwardArguments<device_t<T>> backward_arguments(CsrView pattern, TransposedView transposed, const T* q, const T* k,
                                                   const T* v, const T* bias, const T* out, const T* grad_out,
-                                                  const float* lse, AttentionDims dims,
+                                                  const float* lse, const float* grad_lse, AttentionDims dims,
                                                   const AttentionLayouts& layouts, double scale, T* grad_q,
                                                   T* grad_k, T* grad_v, T* grad_bias, float* workspace) {
-  check_attention_arguments("attention_backward", pattern, bias, dims);
+  check_attention_arguments("attention_backward", pattern, bias, dims, layouts);
   SPATTN_CHECK(grad_bias == nullptr || bias != nullptr, "attention_backward: grad_bias without a bias");
   SPATTN_CHECK(transposed.pattern.rows == pattern.cols && transposed.pattern.cols == pattern.rows,
                "attention_backward: the transposed pattern has shape (", transposed.pattern.rows, ", ",
                transposed.pattern.cols, "), expected (", pattern.cols, ", ", pattern.rows, ")");
-  const BackwardWorkspace scratch(workspace, dims.batch, pattern.rows, dims.bias_heads);
+  AttentionDims sizing = dims;
+  if (grad_bias == nullptr) sizing.bias_heads = 0;  // (the workspace has no bias partial sums then)
+  const BackwardWorkspace scratch(workspace, pattern.rows, pattern.cols, sizing);
   BackwardArguments<device_t<T>> args{};
   fill_shared_arguments(args, pattern, q, k, v, bias, dims, layouts, scale);
   args.transposed_row_offsets = transposed.pattern.row_offsets;
@@ -207,11 +46,14 @@ BackwardArguments<device_t<T>> backward_arguments(CsrView pattern, TransposedVie
   args.out = to_device(out);
   args.grad_out = to_device(grad_out);
   args.lse = lse;
+  args.grad_lse = grad_lse;
   args.grad_q = to_device(grad_q);
   args.grad_k = to_device(grad_k);
   args.grad_v = to_device(grad_v);
   args.grad_bias = to_device(grad_bias);
   args.delta = scratch.delta;
+  args.key_partial = scratch.key_partial;
+  args.value_partial = scratch.value_partial;
   args.bias_partial = scratch.bias_partial;
   args.bias_chunks = scratch.bias_chunks;
   args.grad_out_layout = layouts.grad_out;
@@ -227,10 +69,17 @@ enum class Remaining {
 
 // The one place that chooses the tensor-core backward over the plan and says what it leaves to the SIMT
 // passes; args has the plan (and, when given, its schedule). The register-resident kernel writes delta, dQ,
-// dK and dV of the owned columns and the bias gradient's partial sums (setting args.bias_chunks).
+// dK and dV of the owned columns (under grouped-query attention: their per-query-problem partials, summed
+// here) and the bias gradient's partial sums (setting args.bias_chunks).
 template <typename D>
 Remaining tensor_core_backward(BackwardArguments<D>& args, cudaStream_t stream) {
-  return attention_backward_mma(args, stream) ? Remaining::unowned_columns : Remaining::everything;
+  if (!attention_backward_mma(args, stream)) return Remaining::everything;
+  if (args.k_layout.head_group > 1) {
+    // The grid strides: a fixed size, enough to fill the device.
+    attention_backward_sum_partials_kernel<D><<<kBiasSumBlocks, kThreadsPerBlock, 0, stream>>>(args);
+    SPATTN_CUDA_CHECK_LAUNCH();
+  }
+  return Remaining::unowned_columns;
 }
 
 // The SIMT passes: the row pass (delta, dQ, bias partial sums), the column pass (dK, dV) over every column or
@@ -241,7 +90,7 @@ void launch_backward(const BackwardArguments<D>& args, bool aligned, Remaining r
   const bool with_rows = remaining == Remaining::everything;
   const bool listed = remaining == Remaining::unowned_columns;
   const index_t row_items = (sum_bias ? args.bias_chunks * args.bias_heads : args.batch) * args.rows;
-  const index_t column_items = args.batch * (listed ? args.unowned_column_count : args.cols);
+  const index_t column_items = args.batch / args.k_layout.head_group * (listed ? args.unowned_column_count : args.cols);
   dispatch_fragment_shape(args.head_dim, args.value_dim, aligned, [&](auto shape) {
     using Shape = decltype(shape);
     constexpr int kItemsPerBlock = kThreadsPerBlock / Shape::kLanes;
@@ -271,18 +120,19 @@ void launch_backward(const BackwardArguments<D>& args, bool aligned, Remaining r
 template <typename T>
 void attention_backward(CsrView pattern, TransposedView transposed, GroupsView groups, const T* q, const T* k,
                         const T* v, const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
-                        AttentionDims dims, const AttentionLayouts& layouts, double scale, T* grad_q, T* grad_k,
-                        T* grad_v, T* grad_bias, accumulate_t<T>* workspace, cudaStream_t stream) {
+                        const accumulate_t<T>* grad_lse, AttentionDims dims, const AttentionLayouts& layouts,
+                        double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias, accumulate_t<T>* workspace,
+                        cudaStream_t stream) {
   using namespace detail;
-  auto args = backward_arguments(pattern, transposed, q, k, v, bias, out, grad_out, lse, dims, layouts, scale, grad_q,
-                                 grad_k, grad_v, grad_bias, workspace);
+  auto args = backward_arguments(pattern, transposed, q, k, v, bias, out, grad_out, lse, grad_lse, dims, layouts,
+                                 scale, grad_q, grad_k, grad_v, grad_bias, workspace);
   // The fast paths read and write each lane's 4 elements of a row at once; the gradients are contiguous.
   const bool aligned =
       rows_aligned_to(q, layouts.q, 4) && rows_aligned_to(k, layouts.k, 4) && rows_aligned_to(v, layouts.v, 4) &&
       rows_aligned_to(out, layouts.out, 4) && rows_aligned_to(grad_out, layouts.grad_out, 4) &&
       rows_aligned_to(grad_q, OperandLayout::contiguous(dims.heads, pattern.rows, dims.head_dim), 4) &&
-      rows_aligned_to(grad_k, OperandLayout::contiguous(dims.heads, pattern.cols, dims.head_dim), 4) &&
-      rows_aligned_to(grad_v, OperandLayout::contiguous(dims.heads, pattern.cols, dims.value_dim), 4);
+      rows_aligned_to(grad_k, OperandLayout::contiguous(dims.heads, pattern.cols, dims.head_dim, dims.head_group), 4) &&
+      rows_aligned_to(grad_v, OperandLayout::contiguous(dims.heads, pattern.cols, dims.value_dim, dims.head_group), 4);
   if (groups.group_offsets == nullptr) return launch_backward(args, aligned, Remaining::everything, stream);  // no plan
   // Every row is in exactly one group (spattn::build_plan): between 1 and rows groups when there are rows.
   SPATTN_CHECK(groups.groups >= 0 && groups.groups <= pattern.rows && (pattern.rows == 0) == (groups.groups == 0),
@@ -311,9 +161,9 @@ void attention_backward(CsrView pattern, TransposedView transposed, GroupsView g
 
 #define SPATTN_INSTANTIATE(T)                                                                                 \
   template void attention_backward<T>(CsrView, TransposedView, GroupsView, const T*, const T*, const T*,         \
-                                      const T*, const T*, const T*, const accumulate_t<T>*, AttentionDims,       \
-                                      const AttentionLayouts&, double, T*, T*, T*, T*, accumulate_t<T>*,         \
-                                      cudaStream_t);
+                                      const T*, const T*, const T*, const accumulate_t<T>*,                      \
+                                      const accumulate_t<T>*, AttentionDims, const AttentionLayouts&, double,    \
+                                      T*, T*, T*, T*, accumulate_t<T>*, cudaStream_t);
 SPATTN_INSTANTIATE(float)
 SPATTN_INSTANTIATE(float16)
 SPATTN_INSTANTIATE(bfloat16)

@@ -15,8 +15,11 @@
 // then P and dS go to shared memory and, after a block barrier, each task reduces over its rows
 //   dV = P^T dO,  dK = scale dS^T Q
 // for its key blocks (16 keys per warp and pass) and writes the columns its group owns: all their entries
-// lie in this group of at most kStepRows rows, so these sums are complete (spattn/plan.hpp). The caller's
-// column pass computes the plan's unowned columns. No atomics: deterministic.
+// lie in this group of at most kStepRows rows, so these sums are complete (spattn/plan.hpp). Under
+// grouped-query attention they are complete for one query problem only: they go, as floats, to the
+// workspace's per-query-problem partials, which the caller then sums over each k/v head's query problems
+// (attention_backward.cu says why). The caller's column pass computes the plan's unowned columns. A gradient
+// reaching lse (args.grad_lse) folds into delta. No atomics: deterministic.
 
 #include "flash_fragments.cuh"
 
@@ -203,6 +206,10 @@ __global__ void __launch_bounds__(kFlashThreads, flash_backward_blocks_per_sm<kM
         }
         delta += shuffle_xor(delta, 1);
         delta += shuffle_xor(delta, 2);
+        // d lse / d S = P: a gradient reaching lse enters dS = P (dP - delta) as part of delta.
+        if (args.grad_lse != nullptr && r < rows) {
+          delta -= args.grad_lse[problem * args.rows + d.row_ids[warp * 16 + r]];
+        }
         row_delta[h] = delta;
         row_lse[h] = lse[r] * kLog2e;
         if (tile == 0 && r < rows && lane % 4 == 0) args.delta[problem * args.rows + d.row_ids[warp * 16 + r]] = delta;
@@ -346,6 +353,10 @@ __global__ void __launch_bounds__(kFlashThreads, flash_backward_blocks_per_sm<kM
             const index_t dim = which == 0 ? args.value_dim : args.head_dim;
             D* destination = which == 0 ? args.grad_v + problem * args.cols * args.value_dim
                                         : args.grad_k + problem * args.cols * args.head_dim;
+            // Grouped-query attention: this query problem's share, as floats (null otherwise).
+            float* partial = args.key_partial == nullptr ? nullptr
+                             : which == 0 ? args.value_partial + problem * args.cols * args.value_dim
+                                          : args.key_partial + problem * args.cols * args.head_dim;
             const float factor = which == 0 ? 1.f : args.scale;
             // At most 64 dims per pass, so few registers hold the sums.
 #pragma unroll 1
@@ -377,7 +388,11 @@ __global__ void __launch_bounds__(kFlashThreads, flash_backward_blocks_per_sm<kM
                   const int column = n * 8 + pair;
                   if (first_pair * 16 + column >= dim) continue;
                   const float x0 = sums[n].x[2 * h] * factor, x1 = sums[n].x[2 * h + 1] * factor;
-                  if (dim % 2 == 0) {
+                  if (partial != nullptr) {
+                    float* partial_row = partial + column_of[h] * dim + first_pair * 16;
+                    partial_row[column] = x0;
+                    if (first_pair * 16 + column + 1 < dim) partial_row[column + 1] = x1;
+                  } else if (dim % 2 == 0) {
                     *reinterpret_cast<std::uint32_t*>(out_row + column) = pack2<D>(x0, x1);
                   } else {
                     out_row[column] = from_float<D>(x0);

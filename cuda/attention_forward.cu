@@ -81,7 +81,7 @@ void attention_forward(CsrView pattern, const T* q, const T* k, const T* v, cons
                        const AttentionLayouts& layouts, double scale, T* out, accumulate_t<T>* lse,
                        cudaStream_t stream) {
   using namespace detail;
-  check_attention_arguments("attention_forward", pattern, bias, dims);
+  check_attention_arguments("attention_forward", pattern, bias, dims, layouts);
   const index_t items = dims.batch * pattern.rows;
   if (items == 0) return;
   using D = device_t<T>;

@@ -310,7 +310,7 @@ void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, c
                                accumulate_t<T>* lse, cudaStream_t stream) {
   using namespace detail;
   SPATTN_CHECK(dims.head_dim >= 0 && dims.value_dim >= 0, "attention_forward_grouped: negative size");
-  check_attention_arguments("attention_forward_grouped", pattern, bias, dims);
+  check_attention_arguments("attention_forward_grouped", pattern, bias, dims, layouts);
   // Every row is in exactly one group (spattn::build_plan), so there are between 1 and rows groups when
   // there are rows; the kernel writes only rows listed in a group.
   SPATTN_CHECK(groups.groups >= 0 && groups.groups <= pattern.rows && (pattern.rows == 0) == (groups.groups == 0),

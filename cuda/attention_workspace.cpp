@@ -6,9 +6,10 @@
 namespace spattn::cuda {
 
 index_t attention_backward_workspace_size(CsrView pattern, index_t nnz, AttentionDims dims) {
-  SPATTN_CHECK(dims.batch >= 0 && pattern.rows >= 0 && nnz >= 0 && dims.bias_heads >= 0,
+  SPATTN_CHECK(dims.batch >= 0 && pattern.rows >= 0 && pattern.cols >= 0 && nnz >= 0 && dims.bias_heads >= 0 &&
+                   dims.head_dim >= 0 && dims.value_dim >= 0 && dims.head_group >= 1,
                "attention_backward workspace: negative size");
-  return detail::backward_workspace_floats(dims.batch, pattern.rows, nnz, dims.bias_heads);
+  return detail::backward_workspace_floats(pattern.rows, pattern.cols, nnz, dims);
 }
 
 }  // namespace spattn::cuda

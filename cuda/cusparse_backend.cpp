@@ -4,11 +4,12 @@
 // pattern but not values cannot be one batched call without copying the indices per problem; we issue one
 // call per problem instead, re-pointing the descriptors between calls. Everything is enqueued on the
 // caller's stream with the caller's workspace: no allocation, no synchronisation (graph capture works).
-
-#include <cusparse.h>
+// cuSPARSE is called through the library loaded on first use (cusparse_library.hpp): every entry point
+// starts by asking for it, so that without cuSPARSE each one fails alike, with a message saying what is missing.
 
 #include <unordered_map>
 
+#include "cusparse_library.hpp"
 #include "launch_check.hpp"
 #include "spattn/cuda.hpp"
 #include "spattn/cuda_kernels.hpp"
@@ -17,16 +18,19 @@
   do {                                                                                                \
     const cusparseStatus_t spattn_status_ = (expression);                                             \
     SPATTN_CHECK(spattn_status_ == CUSPARSE_STATUS_SUCCESS, "cuSPARSE error in ", #expression, ": ",  \
-                 cusparseGetErrorString(spattn_status_));                                             \
+                 cusparse_library().GetErrorString(spattn_status_));                                  \
   } while (false)
 
 namespace spattn::cuda {
 
+// 0 also when the library cannot be loaded now: build_info() reports that rather than throwing.
 int cusparse_version() {
+  const CusparseLibrary* cusparse = try_load_cusparse();
+  if (cusparse == nullptr) return 0;
   int major = 0, minor = 0, patch = 0;
-  cusparseGetProperty(MAJOR_VERSION, &major);
-  cusparseGetProperty(MINOR_VERSION, &minor);
-  cusparseGetProperty(PATCH_LEVEL, &patch);
+  cusparse->GetProperty(MAJOR_VERSION, &major);
+  cusparse->GetProperty(MINOR_VERSION, &minor);
+  cusparse->GetProperty(PATCH_LEVEL, &patch);
   return major * 1000 + minor * 100 + patch;
 }
 
@@ -41,7 +45,7 @@ cusparseHandle_t handle_for_current_device() {
   auto found = handles.find(device);
   if (found != handles.end()) return found->second;
   cusparseHandle_t handle = nullptr;
-  SPATTN_CUSPARSE_CHECK(cusparseCreate(&handle));
+  SPATTN_CUSPARSE_CHECK(cusparse_library().Create(&handle));
   handles.emplace(device, handle);
   return handle;
 }
@@ -55,9 +59,10 @@ struct Descriptors {
   Descriptors(const Descriptors&) = delete;
   Descriptors& operator=(const Descriptors&) = delete;
   ~Descriptors() {
-    if (sparse != nullptr) cusparseDestroySpMat(sparse);
-    if (first != nullptr) cusparseDestroyDnMat(first);
-    if (second != nullptr) cusparseDestroyDnMat(second);
+    // Only ever non-null when the library is loaded.
+    if (sparse != nullptr) cusparse_library().DestroySpMat(sparse);
+    if (first != nullptr) cusparse_library().DestroyDnMat(first);
+    if (second != nullptr) cusparse_library().DestroyDnMat(second);
   }
 };
 
@@ -68,31 +73,32 @@ void check_sizes(CsrView pattern, index_t nnz, index_t batch, index_t dim, const
 
 // The CSR matrix of problem 0; values are re-pointed per problem.
 void create_sparse(Descriptors& descriptors, CsrView pattern, index_t nnz, const float* values) {
-  SPATTN_CUSPARSE_CHECK(cusparseCreateCsr(&descriptors.sparse, pattern.rows, pattern.cols, nnz,
-                                          const_cast<index_t*>(pattern.row_offsets),
-                                          const_cast<index_t*>(pattern.col_indices), const_cast<float*>(values),
-                                          CUSPARSE_INDEX_64I, CUSPARSE_INDEX_64I, CUSPARSE_INDEX_BASE_ZERO,
-                                          CUDA_R_32F));
+  SPATTN_CUSPARSE_CHECK(cusparse_library().CreateCsr(
+      &descriptors.sparse, pattern.rows, pattern.cols, nnz, const_cast<index_t*>(pattern.row_offsets),
+      const_cast<index_t*>(pattern.col_indices), const_cast<float*>(values), CUSPARSE_INDEX_64I, CUSPARSE_INDEX_64I,
+      CUSPARSE_INDEX_BASE_ZERO, CUDA_R_32F));
 }
 
 // SDDMM: out = (a @ b^T) on the pattern, with a [rows, dim] and b [cols, dim] row-major (b used transposed).
 void describe_sddmm(Descriptors& descriptors, CsrView pattern, index_t nnz, const float* a, const float* b,
                     float* out, index_t dim) {
+  const CusparseLibrary& cusparse = cusparse_library();
   create_sparse(descriptors, pattern, nnz, out);
-  SPATTN_CUSPARSE_CHECK(cusparseCreateDnMat(&descriptors.first, pattern.rows, dim, dim, const_cast<float*>(a),
-                                            CUDA_R_32F, CUSPARSE_ORDER_ROW));
-  SPATTN_CUSPARSE_CHECK(cusparseCreateDnMat(&descriptors.second, pattern.cols, dim, dim, const_cast<float*>(b),
-                                            CUDA_R_32F, CUSPARSE_ORDER_ROW));
+  SPATTN_CUSPARSE_CHECK(cusparse.CreateDnMat(&descriptors.first, pattern.rows, dim, dim, const_cast<float*>(a),
+                                             CUDA_R_32F, CUSPARSE_ORDER_ROW));
+  SPATTN_CUSPARSE_CHECK(cusparse.CreateDnMat(&descriptors.second, pattern.cols, dim, dim, const_cast<float*>(b),
+                                             CUDA_R_32F, CUSPARSE_ORDER_ROW));
 }
 
 // SpMM: out [rows, dim] = values (CSR) @ b [cols, dim], row-major.
 void describe_spmm(Descriptors& descriptors, CsrView pattern, index_t nnz, const float* values, const float* b,
                    float* out, index_t dim) {
+  const CusparseLibrary& cusparse = cusparse_library();
   create_sparse(descriptors, pattern, nnz, values);
-  SPATTN_CUSPARSE_CHECK(cusparseCreateDnMat(&descriptors.first, pattern.cols, dim, dim, const_cast<float*>(b),
-                                            CUDA_R_32F, CUSPARSE_ORDER_ROW));
+  SPATTN_CUSPARSE_CHECK(cusparse.CreateDnMat(&descriptors.first, pattern.cols, dim, dim, const_cast<float*>(b),
+                                             CUDA_R_32F, CUSPARSE_ORDER_ROW));
   SPATTN_CUSPARSE_CHECK(
-      cusparseCreateDnMat(&descriptors.second, pattern.rows, dim, dim, out, CUDA_R_32F, CUSPARSE_ORDER_ROW));
+      cusparse.CreateDnMat(&descriptors.second, pattern.rows, dim, dim, out, CUDA_R_32F, CUSPARSE_ORDER_ROW));
 }
 
 constexpr float kOne = 1.f, kZero = 0.f;
@@ -109,21 +115,23 @@ bool spmm_is_trivial(CsrView pattern, index_t nnz, index_t batch, index_t dim) {
 
 std::size_t cusparse_sddmm_workspace_size(CsrView pattern, index_t nnz, const float* a, const float* b, float* out,
                                           index_t batch, index_t dim) {
+  const CusparseLibrary& cusparse = cusparse_library();
   check_sizes(pattern, nnz, batch, dim, "cusparse_sddmm");
   if (sddmm_is_trivial(pattern, nnz, batch, dim)) return 0;
   cusparseHandle_t handle = handle_for_current_device();
   Descriptors descriptors;
   describe_sddmm(descriptors, pattern, nnz, a, b, out, dim);
   std::size_t bytes = 0;
-  SPATTN_CUSPARSE_CHECK(cusparseSDDMM_bufferSize(handle, CUSPARSE_OPERATION_NON_TRANSPOSE,
-                                                 CUSPARSE_OPERATION_TRANSPOSE, &kOne, descriptors.first,
-                                                 descriptors.second, &kZero, descriptors.sparse, CUDA_R_32F,
-                                                 CUSPARSE_SDDMM_ALG_DEFAULT, &bytes));
+  SPATTN_CUSPARSE_CHECK(cusparse.SDDMM_bufferSize(handle, CUSPARSE_OPERATION_NON_TRANSPOSE,
+                                                  CUSPARSE_OPERATION_TRANSPOSE, &kOne, descriptors.first,
+                                                  descriptors.second, &kZero, descriptors.sparse, CUDA_R_32F,
+                                                  CUSPARSE_SDDMM_ALG_DEFAULT, &bytes));
   return bytes;
 }
 
 void cusparse_sddmm(CsrView pattern, index_t nnz, const float* a, const float* b, float* out, index_t batch,
                     index_t dim, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+  const CusparseLibrary& cusparse = cusparse_library();
   check_sizes(pattern, nnz, batch, dim, "cusparse_sddmm");
   if (sddmm_is_trivial(pattern, nnz, batch, dim)) {
     // Empty products are zero.
@@ -136,38 +144,41 @@ void cusparse_sddmm(CsrView pattern, index_t nnz, const float* a, const float* b
   SPATTN_CHECK(workspace_bytes >= needed && (needed == 0 || workspace != nullptr), "cusparse_sddmm: workspace has ",
                workspace_bytes, " bytes, needs ", needed);
   cusparseHandle_t handle = handle_for_current_device();
-  SPATTN_CUSPARSE_CHECK(cusparseSetStream(handle, stream));
+  SPATTN_CUSPARSE_CHECK(cusparse.SetStream(handle, stream));
   Descriptors descriptors;
   describe_sddmm(descriptors, pattern, nnz, a, b, out, dim);
   for (index_t problem = 0; problem < batch; ++problem) {
-    SPATTN_CUSPARSE_CHECK(cusparseDnMatSetValues(descriptors.first, const_cast<float*>(a + problem * pattern.rows * dim)));
     SPATTN_CUSPARSE_CHECK(
-        cusparseDnMatSetValues(descriptors.second, const_cast<float*>(b + problem * pattern.cols * dim)));
-    SPATTN_CUSPARSE_CHECK(cusparseCsrSetPointers(descriptors.sparse, const_cast<index_t*>(pattern.row_offsets),
-                                                 const_cast<index_t*>(pattern.col_indices), out + problem * nnz));
-    SPATTN_CUSPARSE_CHECK(cusparseSDDMM(handle, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_TRANSPOSE,
-                                        &kOne, descriptors.first, descriptors.second, &kZero, descriptors.sparse,
-                                        CUDA_R_32F, CUSPARSE_SDDMM_ALG_DEFAULT, workspace));
+        cusparse.DnMatSetValues(descriptors.first, const_cast<float*>(a + problem * pattern.rows * dim)));
+    SPATTN_CUSPARSE_CHECK(
+        cusparse.DnMatSetValues(descriptors.second, const_cast<float*>(b + problem * pattern.cols * dim)));
+    SPATTN_CUSPARSE_CHECK(cusparse.CsrSetPointers(descriptors.sparse, const_cast<index_t*>(pattern.row_offsets),
+                                                  const_cast<index_t*>(pattern.col_indices), out + problem * nnz));
+    SPATTN_CUSPARSE_CHECK(cusparse.SDDMM(handle, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_TRANSPOSE, &kOne,
+                                         descriptors.first, descriptors.second, &kZero, descriptors.sparse,
+                                         CUDA_R_32F, CUSPARSE_SDDMM_ALG_DEFAULT, workspace));
   }
 }
 
 std::size_t cusparse_spmm_workspace_size(CsrView pattern, index_t nnz, const float* values, const float* b,
                                          float* out, index_t batch, index_t dim) {
+  const CusparseLibrary& cusparse = cusparse_library();
   check_sizes(pattern, nnz, batch, dim, "cusparse_spmm");
   if (spmm_is_trivial(pattern, nnz, batch, dim)) return 0;
   cusparseHandle_t handle = handle_for_current_device();
   Descriptors descriptors;
   describe_spmm(descriptors, pattern, nnz, values, b, out, dim);
   std::size_t bytes = 0;
-  SPATTN_CUSPARSE_CHECK(cusparseSpMM_bufferSize(handle, CUSPARSE_OPERATION_NON_TRANSPOSE,
-                                                CUSPARSE_OPERATION_NON_TRANSPOSE, &kOne, descriptors.sparse,
-                                                descriptors.first, &kZero, descriptors.second, CUDA_R_32F,
-                                                CUSPARSE_SPMM_ALG_DEFAULT, &bytes));
+  SPATTN_CUSPARSE_CHECK(cusparse.SpMM_bufferSize(handle, CUSPARSE_OPERATION_NON_TRANSPOSE,
+                                                 CUSPARSE_OPERATION_NON_TRANSPOSE, &kOne, descriptors.sparse,
+                                                 descriptors.first, &kZero, descriptors.second, CUDA_R_32F,
+                                                 CUSPARSE_SPMM_ALG_DEFAULT, &bytes));
   return bytes;
 }
 
 void cusparse_spmm(CsrView pattern, index_t nnz, const float* values, const float* b, float* out, index_t batch,
                    index_t dim, void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+  const CusparseLibrary& cusparse = cusparse_library();
   check_sizes(pattern, nnz, batch, dim, "cusparse_spmm");
   if (spmm_is_trivial(pattern, nnz, batch, dim)) {
     // No entries (or nothing to multiply): every output row is zero.
@@ -179,19 +190,19 @@ void cusparse_spmm(CsrView pattern, index_t nnz, const float* values, const floa
   SPATTN_CHECK(workspace_bytes >= needed && (needed == 0 || workspace != nullptr), "cusparse_spmm: workspace has ",
                workspace_bytes, " bytes, needs ", needed);
   cusparseHandle_t handle = handle_for_current_device();
-  SPATTN_CUSPARSE_CHECK(cusparseSetStream(handle, stream));
+  SPATTN_CUSPARSE_CHECK(cusparse.SetStream(handle, stream));
   Descriptors descriptors;
   describe_spmm(descriptors, pattern, nnz, values, b, out, dim);
   for (index_t problem = 0; problem < batch; ++problem) {
-    SPATTN_CUSPARSE_CHECK(cusparseCsrSetPointers(descriptors.sparse, const_cast<index_t*>(pattern.row_offsets),
-                                                 const_cast<index_t*>(pattern.col_indices),
-                                                 const_cast<float*>(values + problem * nnz)));
+    SPATTN_CUSPARSE_CHECK(cusparse.CsrSetPointers(descriptors.sparse, const_cast<index_t*>(pattern.row_offsets),
+                                                  const_cast<index_t*>(pattern.col_indices),
+                                                  const_cast<float*>(values + problem * nnz)));
     SPATTN_CUSPARSE_CHECK(
-        cusparseDnMatSetValues(descriptors.first, const_cast<float*>(b + problem * pattern.cols * dim)));
-    SPATTN_CUSPARSE_CHECK(cusparseDnMatSetValues(descriptors.second, out + problem * pattern.rows * dim));
-    SPATTN_CUSPARSE_CHECK(cusparseSpMM(handle, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_NON_TRANSPOSE,
-                                       &kOne, descriptors.sparse, descriptors.first, &kZero, descriptors.second,
-                                       CUDA_R_32F, CUSPARSE_SPMM_ALG_DEFAULT, workspace));
+        cusparse.DnMatSetValues(descriptors.first, const_cast<float*>(b + problem * pattern.cols * dim)));
+    SPATTN_CUSPARSE_CHECK(cusparse.DnMatSetValues(descriptors.second, out + problem * pattern.rows * dim));
+    SPATTN_CUSPARSE_CHECK(cusparse.SpMM(handle, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_NON_TRANSPOSE,
+                                        &kOne, descriptors.sparse, descriptors.first, &kZero, descriptors.second,
+                                        CUDA_R_32F, CUSPARSE_SPMM_ALG_DEFAULT, workspace));
   }
 }
 

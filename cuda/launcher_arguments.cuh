@@ -10,13 +10,23 @@
 namespace spattn::cuda::detail {
 
 // `launcher` begins each message ("attention_forward: ...").
-inline void check_attention_arguments(const char* launcher, CsrView pattern, const void* bias, AttentionDims dims) {
+inline void check_attention_arguments(const char* launcher, CsrView pattern, const void* bias, AttentionDims dims,
+                                      const AttentionLayouts& layouts) {
   SPATTN_CHECK(dims.batch >= 0 && pattern.rows >= 0 && pattern.cols >= 0, launcher, ": negative size");
   // (A bias of zero entries may arrive as a null pointer with bias_heads > 0; it is never read.)
   SPATTN_CHECK(dims.bias_heads >= 0 && (bias == nullptr || dims.bias_heads > 0), launcher,
                ": a bias needs bias_heads >= 1, got ", dims.bias_heads);
   SPATTN_CHECK(dims.heads >= 1 && dims.batch % dims.heads == 0, launcher, ": heads must divide the batch ",
                dims.batch, ", got ", dims.heads);
+  SPATTN_CHECK(dims.head_group >= 1 && dims.heads % dims.head_group == 0, launcher, ": head_group must divide the ",
+               dims.heads, " heads, got ", dims.head_group);
+  // The kernels address k and v through their layouts and size the gradients and the workspace by dims: both
+  // must say the same (q and out have a row per query head).
+  SPATTN_CHECK(layouts.k.head_group == dims.head_group && layouts.v.head_group == dims.head_group, launcher,
+               ": the layouts of k and v must have head_group ", dims.head_group, ", got ", layouts.k.head_group,
+               " and ", layouts.v.head_group);
+  SPATTN_CHECK(layouts.q.head_group == 1 && layouts.out.head_group == 1 && layouts.grad_out.head_group == 1,
+               launcher, ": q, out and grad_out have a row per query head (head_group 1 in their layouts)");
 }
 
 // The fields ForwardArguments, GroupedArguments and BackwardArguments have in common; each launcher sets out,

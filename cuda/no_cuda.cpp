@@ -14,6 +14,7 @@ bool is_available() { return false; }
 int device_count() { return 0; }
 std::string device_name(int) { return "spattn was built without CUDA support"; }
 int cusparse_version() { return 0; }
+std::string cusparse_load_error() { return "spattn was built without CUDA support"; }
 
 template <typename T>
 void sddmm(CsrView, const T*, const T*, T*, index_t, index_t, cudaStream_t) {
@@ -52,8 +53,8 @@ void attention_forward_grouped(CsrView, GroupsView, const T*, const T*, const T*
 index_t attention_backward_workspace_size(CsrView, index_t, AttentionDims) { no_cuda(); }
 template <typename T>
 void attention_backward(CsrView, TransposedView, GroupsView, const T*, const T*, const T*, const T*, const T*,
-                        const T*, const accumulate_t<T>*, AttentionDims, const AttentionLayouts&, double, T*, T*, T*,
-                        T*, accumulate_t<T>*, cudaStream_t) {
+                        const T*, const accumulate_t<T>*, const accumulate_t<T>*, AttentionDims,
+                        const AttentionLayouts&, double, T*, T*, T*, T*, accumulate_t<T>*, cudaStream_t) {
   no_cuda();
 }
 index_t tensor_core_shared_bytes(bool, index_t, index_t, index_t) { no_cuda(); }
@@ -73,9 +74,9 @@ index_t tensor_core_shared_bytes(bool, index_t, index_t, index_t) { no_cuda(); }
                                              AttentionDims, const AttentionLayouts&, double, T*,              \
                                              accumulate_t<T>*, cudaStream_t);                                 \
   template void attention_backward<T>(CsrView, TransposedView, GroupsView, const T*, const T*, const T*,      \
-                                      const T*, const T*, const T*, const accumulate_t<T>*, AttentionDims,    \
-                                      const AttentionLayouts&, double, T*, T*, T*, T*, accumulate_t<T>*,      \
-                                      cudaStream_t);
+                                      const T*, const T*, const T*, const accumulate_t<T>*,                   \
+                                      const accumulate_t<T>*, AttentionDims, const AttentionLayouts&, double, \
+                                      T*, T*, T*, T*, accumulate_t<T>*, cudaStream_t);
 SPATTN_INSTANTIATE(float)
 SPATTN_INSTANTIATE(float16)
 SPATTN_INSTANTIATE(bfloat16)

@@ -25,6 +25,7 @@ MODULES = [
     "spattn.neighborhood_attention",
     "spattn.plot",
     "spattn.compat.xformers",
+    "spattn.compat.natten",
 ]
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "api"

@@ -892,14 +892,14 @@ def test_bindings_check_the_schedule_naming_it():
 
     def backward(steps, unowned):
         _C.cuda_attention_backward(q, q, q, q, None, out, lse, row_offsets, col_indices, *transposed, 0.2, *grads_,
-                                   None, workspace, *plan, steps, unowned, stream)
+                                   None, workspace, *plan, steps, unowned, None, stream)
     with pytest.raises(ValueError, match="unowned_columns"):
         backward(steps, None)
     with pytest.raises(ValueError, match="unowned_columns"):
         backward(steps, torch.zeros(65, dtype=torch.int64, device=CUDA))
     with pytest.raises(ValueError, match="steps"):
         _C.cuda_attention_backward(q, q, q, q, None, out, lse, row_offsets, col_indices, *transposed, 0.2, *grads_,
-                                   None, workspace, None, None, steps, unowned, stream)
+                                   None, workspace, None, None, steps, unowned, None, stream)
     with pytest.raises(ValueError, match="out must not overlap"):
         _C.cuda_attention_forward_grouped(q, q, q, None, row_offsets, col_indices, *plan, steps, 0.2,
                                           torch.empty(1, 64, 32, device=CUDA).expand(2, 64, 32), lse, stream)
@@ -923,3 +923,179 @@ def test_grouped_forward_nan_poisons_the_rows_attending_to_it_like_the_generic_k
     assert attends.any() and not attends.all()
     assert torch.equal(out.isnan(), expected_out.isnan()) and torch.equal(lse.isnan(), expected_lse.isnan())
     assert out[1, attends].isnan().all() and torch.isfinite(out[1, ~attends]).all() and torch.isfinite(out[0]).all()
+
+
+# ---- grouped-query attention (k/v with fewer heads), a bias per problem [B, H, nnz], lse and its gradient ----
+def gqa_reference(q, k, v, pattern, bias, scale):
+    """Dense float64 attention with k and v heads repeated over their query heads (the definition of grouped-query
+    attention), returning (out, lse): lse -inf on rows without a finite score, where it has no gradient."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = scale * q @ k.transpose(-1, -2)
+    if bias is not None:
+        scores = scores + reference.values_to_dense(bias, pattern)
+    scores = scores.masked_fill(~pattern.cpu().to_dense(), float("-inf"))
+    has_weight = scores.amax(-1, keepdim=True) > float("-inf")
+    scores = torch.where(has_weight, scores, torch.zeros((), dtype=scores.dtype))  # (no NaN gradient)
+    lse = torch.where(has_weight[..., 0], torch.logsumexp(scores, -1), float("-inf"))
+    return (torch.softmax(scores, -1) * has_weight) @ v, lse
+
+
+def gqa_inputs(pattern, batch, heads, head_group, d, dv, dtype, bias_mode, seed):
+    """q [B, H, Nq, D], k [B, H / g, Nk, D], v [B, H / g, Nk, Dv] and a bias (shared [1, nnz], per head [H, nnz]
+    or per problem [B, H, nnz]) as (float64 CPU copies, CUDA tensors)."""
+    n_q, n_k = pattern.shape
+    q64, q = randn(batch, heads, n_q, d, dtype=dtype, seed=seed)
+    k64, k = randn(batch, heads // head_group, n_k, d, dtype=dtype, seed=seed + 1)
+    v64, v = randn(batch, heads // head_group, n_k, dv, dtype=dtype, seed=seed + 2)
+    bias_shape = {"shared": (1,), "per_head": (heads,), "per_problem": (batch, heads)}[bias_mode]
+    bias64, bias = randn(*bias_shape, pattern.nnz, dtype=dtype, seed=seed + 3)
+    return (q64, k64, v64, bias64), (q, k, v, bias)
+
+
+def check_gqa_gradients(got, expected, dtype, names):
+    for name, actual, want in zip(names, got, expected):
+        assert torch.isfinite(actual).all(), name
+        close(actual.reshape(want.shape), want, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["swin7_shift", "long_group", "random_empty_rows"])
+@pytest.mark.parametrize("head_group, bias_mode", [(2, "per_problem"), (4, "shared"), (4, "per_head")])
+def test_gqa_kernels_match_the_reference_on_every_path(head_group, bias_mode, kind, dtype):
+    """The ops with 4-D k and v of H / g heads, read in place (no repeat): the row kernel, the grouped kernel with
+    and without the plan's schedule (tensor cores for float16 / bfloat16), and the backward with the schedule,
+    with the plan alone and without the plan (the column pass summing each k/v head's query heads; after the
+    tensor-core kernel, its per-query-head partials summed for owned columns), a gradient reaching lse too. g = 4
+    with 4 heads is MQA. Deterministic with the schedule."""
+    pattern = GROUPED_PATTERNS[kind]()
+    batch, heads, d = 2, 4, 32
+    (q64, k64, v64, bias64), (q, k, v, bias) = gqa_inputs(pattern, batch, heads, head_group, d, d, dtype, bias_mode,
+                                                          seed=40)
+    flat_bias = bias.reshape(-1, pattern.nnz)  # [bias_heads, nnz]: batch * heads of them for a bias per problem
+    p = pattern.to(CUDA)
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    scale = d ** -0.5
+    leaves64 = [t.requires_grad_() for t in (q64, k64, v64, bias64)]
+    expected_out, expected_lse = gqa_reference(q64, k64, v64, pattern, bias64, scale)
+    finite = torch.isfinite(expected_lse)
+    lse_tolerance = 1e-3 if dtype != torch.float32 else 1e-5
+    forwards = [spattn_ops.attention_forward(q, k, v, flat_bias, row_offsets, col_indices, scale),
+                grouped_forward(q, k, v, flat_bias, p, scale, schedule=False),
+                grouped_forward(q, k, v, flat_bias, p, scale, schedule=True)]
+    for path, (out, lse) in zip(("rows", "grouped", "grouped with schedule"), forwards):
+        close(out, expected_out, dtype, f"out ({path})")
+        assert torch.equal(lse.isinf().cpu(), expected_lse.isinf()), path
+        torch.testing.assert_close(lse.cpu().double()[finite], expected_lse[finite], rtol=lse_tolerance,
+                                   atol=lse_tolerance)
+
+    out, lse = forwards[2]
+    grad64, grad = randn(*out.shape, dtype=dtype, seed=44)
+    grad_lse64, grad_lse = randn(*lse.shape, dtype=torch.float32, seed=45)  # (empty rows must ignore theirs)
+    expected = torch.autograd.grad((expected_out, expected_lse), leaves64,
+                                   (grad64, grad_lse64.masked_fill(~finite, 0.0)))
+    arguments = (grad, q, k, v, flat_bias, out, lse, row_offsets, col_indices, *transposed, scale, True)
+    plan, schedule = p.plan(), p.plan_schedule()
+    with_schedule = spattn_ops.attention_backward(*arguments, *plan, *schedule, grad_lse=grad_lse)
+    again = spattn_ops.attention_backward(*arguments, *plan, *schedule, grad_lse=grad_lse)
+    plan_alone = spattn_ops.attention_backward(*arguments, *plan, grad_lse=grad_lse)
+    without_plan = spattn_ops.attention_backward(*arguments, grad_lse=grad_lse)
+    names = ("grad_q", "grad_k", "grad_v", "grad_bias")
+    for path, got in (("schedule", with_schedule), ("plan", plan_alone), ("rows", without_plan)):
+        assert got[1].shape == k.shape and got[2].shape == v.shape
+        check_gqa_gradients(got, expected, dtype, [f"{name} ({path})" for name in names])
+    for name, first, second in zip(names, with_schedule, again):
+        assert torch.equal(first, second), f"{name} is not deterministic"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["swin7_shift", "random_empty_rows"])
+def test_scaled_dot_product_attention_gqa_bias_per_problem_and_lse(kind, dtype):
+    """The public API end to end: enable_gqa with 6 query heads over 2 k/v heads, a [B, H, nnz] bias, return_lse;
+    out, lse and the gradients of q, k, v and the bias through a loss that uses lse too."""
+    pattern = GROUPED_PATTERNS[kind]()
+    (q64, k64, v64, bias64), (q, k, v, bias) = gqa_inputs(pattern, 2, 6, 3, 32, 24, dtype, "per_problem", seed=50)
+    leaves = [t.requires_grad_() for t in (q, k, v, bias)]
+    out, lse = spattn.scaled_dot_product_attention(q, k, v, pattern, bias=bias, enable_gqa=True, return_lse=True)
+    leaves64 = [t.requires_grad_() for t in (q64, k64, v64, bias64)]
+    expected_out, expected_lse = gqa_reference(q64, k64, v64, pattern, bias64, 32 ** -0.5)
+    close(out, expected_out, dtype, "out")
+    finite = torch.isfinite(expected_lse)
+    assert torch.equal(lse.isinf().cpu(), ~finite)
+    close(lse.detach()[finite.to(CUDA)], expected_lse[finite], dtype, "lse")
+    grad64, grad = randn(*out.shape, dtype=dtype, seed=54)
+    grad_lse64, grad_lse = randn(*lse.shape, dtype=lse.dtype, seed=55)
+    grad_lse = grad_lse.masked_fill(~finite.to(CUDA), 0.0)  # (inf * 0 would be NaN in the loss below)
+    loss = (out * grad).sum() + (lse.masked_fill(~finite.to(CUDA), 0.0) * grad_lse).sum()
+    expected = torch.autograd.grad((expected_out, expected_lse), leaves64,
+                                   (grad64, grad_lse64.masked_fill(~finite, 0.0)))
+    check_gqa_gradients(torch.autograd.grad(loss, leaves), expected, dtype, ("q", "k", "v", "bias"))
+
+
+def test_gqa_bindings_reject_bad_heads_and_grad_lse_naming_them():
+    pattern = spattn.patterns.swin(8, 8, 4, shift_size=2).to(CUDA)
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    q, k = torch.randn(2, 4, 64, 32, device=CUDA), torch.randn(2, 2, 64, 32, device=CUDA)
+    out, lse = torch.empty_like(q), torch.empty(2, 4, 64, device=CUDA)
+    stream = torch.cuda.current_stream().cuda_stream
+    with pytest.raises(ValueError, match="k: its 3 heads must divide"):
+        _C.cuda_attention_forward(q, torch.randn(2, 3, 64, 32, device=CUDA), k, None, row_offsets, col_indices, 0.2,
+                                  out, lse, stream)
+    with pytest.raises(ValueError, match="v"):
+        _C.cuda_attention_forward(q, k, torch.randn(2, 1, 64, 32, device=CUDA), None, row_offsets, col_indices, 0.2,
+                                  out, lse, stream)
+    # The workspace holds the tensor-core kernel's per-query-head dK and dV under grouped-query attention.
+    plain = _C.cuda_attention_backward_workspace_size(8, 64, pattern.nnz, 0, 64, 32, 32, 1)
+    grouped = _C.cuda_attention_backward_workspace_size(8, 64, pattern.nnz, 0, 64, 32, 32, 2)
+    assert grouped == plain + 8 * 64 * 64
+    workspace = torch.empty(grouped, device=CUDA)
+    grads_ = [torch.empty_like(q), torch.empty_like(k), torch.empty_like(k)]
+    spattn_ops.attention_forward(q, k, k, None, row_offsets, col_indices, 0.2)  # fine
+    for grad_lse in (torch.zeros(2, 4, 63, device=CUDA), torch.zeros(2, 4, 64, device=CUDA, dtype=torch.float16)):
+        with pytest.raises(ValueError, match="grad_lse"):
+            _C.cuda_attention_backward(q, q, k, k, None, out, lse, row_offsets, col_indices, *transposed, 0.2,
+                                       *grads_, None, workspace, None, None, None, None, grad_lse, stream)
+    with pytest.raises(ValueError, match="workspace must have at least"):
+        _C.cuda_attention_backward(q, q, k, k, None, out, lse, row_offsets, col_indices, *transposed, 0.2, *grads_,
+                                   None, workspace[:plain], None, None, None, None, None, stream)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_gqa_opcheck(dtype):
+    """opcheck of the attention ops with k and v of fewer heads, a bias per problem and grad_lse (bfloat16: the
+    tensor-core kernels over the plan's schedule)."""
+    pattern = spattn.patterns.swin(8, 8, 4, shift_size=2)
+    p = pattern.to(CUDA)
+    _, (q, k, v, bias) = gqa_inputs(pattern, 2, 4, 2, 32, 32, dtype, "per_problem", seed=60)
+    flat_bias = bias.reshape(-1, pattern.nnz)
+    (row_offsets, col_indices), transposed = pattern_tensors(pattern)
+    plan, schedule = p.plan(), p.plan_schedule()
+    out, lse = grouped_forward(q, k, v, flat_bias, p, 0.25)
+    grad = torch.randn_like(out)
+    for t in (q, k, v, flat_bias):
+        t.requires_grad_()
+    torch.library.opcheck(spattn_ops.attention_forward.default, (q, k, v, flat_bias, row_offsets, col_indices, 0.25))
+    torch.library.opcheck(spattn_ops.attention_forward_grouped.default,
+                          (q, k, v, flat_bias, row_offsets, col_indices, *plan, 0.25, *transposed, *schedule))
+    backward_arguments = (grad, q.detach(), k.detach(), v.detach(), flat_bias.detach(), out, lse, row_offsets,
+                          col_indices, *transposed, 0.25, True, *plan, *schedule)
+    torch.library.opcheck(spattn_ops.attention_backward.default, backward_arguments,
+                          {"grad_lse": torch.randn_like(lse)})
+
+
+def test_gqa_torch_compile_fullgraph():
+    """The public API with enable_gqa, a bias per problem and return_lse under torch.compile(fullgraph=True), a
+    loss through lse (bfloat16: the tensor-core kernels), against eager."""
+    pattern = spattn.patterns.swin(8, 8, 4, shift_size=2)
+    dtype = torch.bfloat16
+    _, (q, k, v, bias) = gqa_inputs(pattern, 2, 4, 2, 32, 32, dtype, "per_problem", seed=61)
+
+    def loss(q, k, v, bias):
+        out, lse = spattn.scaled_dot_product_attention(q, k, v, pattern, bias=bias, enable_gqa=True, return_lse=True)
+        return (out.float() * out.float()).sum() + lse.sum()
+
+    leaves = [t.detach().requires_grad_() for t in (q, k, v, bias)]
+    eager = torch.autograd.grad(loss(*leaves), leaves)
+    compiled = torch.autograd.grad(torch.compile(loss, fullgraph=True)(*leaves), leaves)
+    for name, a, b in zip(("q", "k", "v", "bias"), compiled, eager):
+        close(a, b, dtype, f"grad_{name} compiled vs eager")

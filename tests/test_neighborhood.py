@@ -15,18 +15,23 @@ from spattn.neighborhood_attention import NeighborhoodAttention2D
 
 
 # ---- reference -------------------------------------------------------------------------------------------
-def _axis_matrix(size: int, kernel: int, dilation: int, causal: bool) -> torch.Tensor:
-    """[size, size] bool: may a query at coordinate x attend to coordinate y along this axis."""
+def _axis_matrix(size: int, kernel: int, dilation: int, causal: bool, stride: int = 1) -> torch.Tensor:
+    """[size, size] bool: may a query at coordinate x attend to coordinate y along this axis. NATTEN 0.21's
+    flex mask (src/natten/backends/flex.py), transcribed: positions count members of the dilation group, and
+    each stride group's leader (its centre, or its last query when causal) places the window."""
     allowed = torch.zeros(size, size, dtype=torch.bool)
     for x in range(size):
         group = list(range(x % dilation, size, dilation))
-        position = group.index(x)
-        if causal:
-            window = group[max(position - kernel + 1, 0):position + 1]
-        else:
-            start = min(max(position - kernel // 2, 0), len(group) - kernel)
-            window = group[start:start + kernel]
-        allowed[x, window] = True
+        length, position = len(group), x // dilation
+        for member, y in enumerate(group):
+            if causal:
+                leader = min(position // stride * stride + stride - 1, length - 1)
+                allowed[x, y] = position - member >= 0 and leader - member < kernel
+            else:
+                left, right = kernel // 2, kernel // 2 + kernel % 2 - 1
+                leader = min(position // stride * stride + stride // 2, length - 1)
+                centre = min(max(leader, left), length - 1 - right)
+                allowed[x, y] = 0 <= centre - member <= left or 0 <= member - centre <= right
     return allowed
 
 
@@ -34,13 +39,13 @@ def _per_axis(value, ndim):
     return list(value) if isinstance(value, (tuple, list)) else [value] * ndim
 
 
-def reference_mask(shape, kernel_size, dilation=1, causal=False) -> torch.Tensor:
+def reference_mask(shape, kernel_size, dilation=1, causal=False, stride=1) -> torch.Tensor:
     """[N, N] bool: the product of the per-axis windows, tokens numbered row-major."""
     ndim = len(shape)
-    kernels, dilations, causals = (_per_axis(v, ndim) for v in (kernel_size, dilation, causal))
+    kernels, dilations, causals, strides = (_per_axis(v, ndim) for v in (kernel_size, dilation, causal, stride))
     mask = torch.ones(1, 1)
-    for size, kernel, dil, cau in zip(shape, kernels, dilations, causals):
-        mask = torch.kron(mask, _axis_matrix(size, kernel, dil, cau).double())
+    for size, kernel, dil, cau, step in zip(shape, kernels, dilations, causals, strides):
+        mask = torch.kron(mask, _axis_matrix(size, kernel, dil, cau, step).double())
     return mask > 0
 
 
@@ -109,6 +114,41 @@ def test_neighborhood_matches_reference(case):
     spattn.Pattern.from_csr(pattern.row_offsets, pattern.col_indices, pattern.shape)
 
 
+def _stride_cases():
+    for size in (5, 8, 11):
+        for kernel in range(2, size + 1):
+            for stride in range(2, kernel + 1):
+                for dilation in range(1, size // kernel + 1):
+                    for causal in (False, True):
+                        yield (size,), kernel, dilation, causal, stride
+    yield (9, 10), (4, 3), (2, 1), (True, False), (3, 2)
+    yield (8, 12), 4, 1, False, 4
+    yield (4, 6, 7), (2, 3, 4), (2, 1, 1), (False, True, False), (2, 3, 3)
+
+
+STRIDE_CASES = list(_stride_cases())
+
+
+def _stride_case_id(case):
+    return _case_id(case[:4]) + f"-s={case[4]}"
+
+
+@pytest.mark.parametrize("case", STRIDE_CASES, ids=_stride_case_id)
+def test_neighborhood_with_stride_matches_reference(case):
+    shape, kernel, dilation, causal, stride = case
+    pattern = spattn.patterns.neighborhood(shape, kernel, dilation, causal, stride=stride)
+    assert torch.equal(pattern.to_dense(), reference_mask(shape, kernel, dilation, causal, stride))
+    spattn.Pattern.from_csr(pattern.row_offsets, pattern.col_indices, pattern.shape)
+    index = spattn.patterns.neighborhood_bias_index(shape, kernel, dilation, causal, stride=stride)
+    assert index.tolist() == reference_bias_index(pattern, shape, kernel, dilation)
+
+
+def test_stride_equal_to_kernel_is_window_attention():
+    """Blocks of kernel_size tokens per axis attend to themselves: Swin's windows without a shift."""
+    blocked = spattn.patterns.neighborhood((12, 9), (4, 3), stride=(4, 3))
+    assert blocked.equal(spattn.patterns.swin(12, 9, (4, 3)))
+
+
 @pytest.mark.parametrize("case", [c for c in CASES if not any(_per_axis(c[3], len(c[0])))], ids=_case_id)
 def test_every_query_of_a_non_causal_pattern_has_the_whole_kernel(case):
     shape, kernel, dilation, _ = case
@@ -163,6 +203,10 @@ def test_arguments_accept_tuples_lists_and_torch_sizes():
     (lambda: spattn.patterns.neighborhood((2**30,), 2**12), ValueError, "entries"),
     (lambda: spattn.patterns.neighborhood_bias_index((8, 8), 3, 5), ValueError, "kernel_size"),
     (lambda: spattn.patterns.neighborhood_bias_index("8", 3), TypeError, "shape"),
+    (lambda: spattn.patterns.neighborhood((8, 8), 3, stride=0), ValueError, "stride"),
+    (lambda: spattn.patterns.neighborhood((8, 8), 3, stride=(1, 4)), ValueError, "stride[1]"),
+    (lambda: spattn.patterns.neighborhood((8, 8), 3, stride=(1, 2, 3)), ValueError, "stride"),
+    (lambda: spattn.patterns.neighborhood((8, 8), 3, stride=1.5), TypeError, "stride"),
 ])
 def test_bad_arguments_raise_naming_the_argument(call, error, name):
     with pytest.raises(error, match=name.replace("[", r"\[").replace("]", r"\]")):

@@ -28,7 +28,8 @@ BUILD = REPO / "build" / "cpp-sanitize"
 # The Python tests that reach the CPU kernels, the bindings' checks and the pattern generators.
 PYTHON_TESTS = ["test_ops.py", "test_properties.py", "test_nan_inf.py", "test_bad_input_ops.py",
                 "test_bad_input_patterns.py", "test_bad_input_more.py", "test_pattern.py", "test_patterns.py",
-                "test_neighborhood.py", "test_layouts.py", "test_strided_and_grouped.py", "test_determinism.py"]
+                "test_neighborhood.py", "test_layouts.py", "test_strided_and_grouped.py", "test_determinism.py",
+                "test_gqa_lse_bias.py"]
 SANITIZER_OPTIONS = {"UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
 
 

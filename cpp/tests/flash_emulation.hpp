@@ -212,10 +212,12 @@ inline ScheduleFacts schedule_facts(const Problem& problem) {
   return facts;
 }
 
-inline Shape shape_of(index_t images, index_t heads, index_t head_dim, index_t value_dim, index_t bias_heads) {
+// bias_heads: 0 (none), 1, heads or images * heads (a [B, H, nnz] bias); head_group: query heads per k/v head.
+inline Shape shape_of(index_t images, index_t heads, index_t head_dim, index_t value_dim, index_t bias_heads,
+                      index_t head_group = 1) {
   Shape shape;
   shape.images = images, shape.heads = heads, shape.head_dim = head_dim, shape.value_dim = value_dim;
-  shape.bias_heads = bias_heads;
+  shape.bias_heads = bias_heads, shape.head_group = head_group;
   return shape;
 }
 
@@ -244,14 +246,16 @@ inline Csr random_with_empty_rows(index_t rows, index_t cols, double density, st
 }
 
 // ---- operands ------------------------------------------------------------------------------------------
-// [batch, n, dim] values in storage type D, written at `base` (inside `buffer`) through `layout`.
+// [batch / layout.head_group, n, dim] values in storage type D, written at `base` (inside `buffer`) through
+// `layout` (k/v problem p is read by query problems p * head_group ..).
 template <typename D>
 void place(std::vector<D>& buffer, const D* base, const OperandLayout& layout, const std::vector<double>& values,
            const AttentionDims& dims, index_t n, index_t dim) {
-  for (index_t p = 0; p < dims.batch; ++p) {
+  for (index_t p = 0; p < dims.batch / layout.head_group; ++p) {
     for (index_t i = 0; i < n; ++i) {
       for (index_t e = 0; e < dim; ++e) {
-        const index_t at = (base - buffer.data()) + layout.problem_offset(p, dims.heads) + i * layout.row_stride + e;
+        const index_t at = (base - buffer.data()) + layout.problem_offset(p * layout.head_group, dims.heads) +
+                           i * layout.row_stride + e;
         buffer[at] = to_storage<D>(values[(p * n + i) * dim + e]);
       }
     }
@@ -259,8 +263,9 @@ void place(std::vector<D>& buffer, const D* base, const OperandLayout& layout, c
 }
 
 // q, k, v and the bias of a problem in storage type D: contiguous, or (`strided`) q, k and v as views of one
-// [B, N, 3, H, D] projection; and where out's rows go: contiguous with `out_gap` elements after each row, or
-// in [B, N, H, Dv] order beside a projection. Not copyable: q, k, v and bias point into its buffers.
+// [B, N, H + 2 Hkv, D] projection ([B, N, 3, H, D] without grouped-query attention); and where out's rows go:
+// contiguous with `out_gap` elements after each row, or in [B, N, H, Dv] order beside a projection. k and v
+// have Hkv = H / head_group heads. Not copyable: q, k, v and bias point into its buffers.
 template <typename D>
 struct Operands {
   std::vector<D> q_buffer, k_buffer, v_buffer, qkv, bias_buffer;
@@ -272,6 +277,7 @@ struct Operands {
     const Inputs& in = problem.inputs;
     const AttentionDims& dims = in.dims;
     const index_t rows = problem.pattern.rows(), cols = problem.pattern.cols(), heads = dims.heads;
+    const index_t group = dims.head_group, kv_heads = heads / group;
     const index_t head_dim = dims.head_dim, value_dim = dims.value_dim;
     if (strided) {
       if (rows != cols || head_dim != value_dim) {
@@ -279,20 +285,21 @@ struct Operands {
         valid = false;
         return;
       }
-      const index_t n = rows, d = head_dim;
-      qkv.assign(dims.batch / heads * n * 3 * heads * d, from_bits<D>(kPoison));
-      q_layout = k_layout = v_layout = {n * 3 * heads * d, d, 3 * heads * d};
+      const index_t n = rows, d = head_dim, width = heads + 2 * kv_heads;
+      qkv.assign(dims.batch / heads * n * width * d, from_bits<D>(kPoison));
+      q_layout = {n * width * d, d, width * d};
+      k_layout = v_layout = {n * width * d, d, width * d, group};
       q = qkv.data();
       k = qkv.data() + heads * d;
-      v = qkv.data() + 2 * heads * d;
+      v = qkv.data() + (heads + kv_heads) * d;
       place(qkv, q, q_layout, in.q, dims, n, d);
       place(qkv, k, k_layout, in.k, dims, n, d);
       place(qkv, v, v_layout, in.v, dims, n, d);
       out_layout = {n * heads * value_dim, value_dim, heads * value_dim};
     } else {
       q_layout = OperandLayout::contiguous(heads, rows, head_dim);
-      k_layout = OperandLayout::contiguous(heads, cols, head_dim);
-      v_layout = OperandLayout::contiguous(heads, cols, value_dim);
+      k_layout = OperandLayout::contiguous(heads, cols, head_dim, group);
+      v_layout = OperandLayout::contiguous(heads, cols, value_dim, group);
       out_layout = OperandLayout::contiguous(heads, rows, value_dim + out_gap);
       q_buffer.resize(in.q.size()), k_buffer.resize(in.k.size()), v_buffer.resize(in.v.size());
       place(q_buffer, q_buffer.data(), q_layout, in.q, dims, rows, head_dim);

@@ -9,12 +9,15 @@
 // than one step and groups wider than one key tile (online rescaling, a first tile without a finite score),
 // head dims 17 to 128 with value_dim != head_dim, cp.async and element-wise gathers, paired and single stores,
 // NaN in a query row (that row's out and lse NaN, the others exact), bias [1, nnz] and [H, nnz] with -inf
-// entries masking whole rows or whole key tiles, no bias, q/k/v as strided views of one [B, N, 3, H, D]
-// projection with out written in [B, N, H, Dv] order, out rows with gaps the kernel must not touch, and
-// grids of 1 block, 2 or 3 blocks, and more blocks than items.
+// entries masking whole rows or whole key tiles, a [B, H, nnz] bias (one per problem), no bias, q/k/v as
+// strided views of one [B, N, 3, H, D] projection with out written in [B, N, H, Dv] order, out rows with gaps
+// the kernel must not touch, grouped-query attention (2 and 4 query heads per k/v head, MQA; contiguous and
+// views of one [B, N, H + 2 Hkv, D] projection), and grids of 1 block, 2 or 3 blocks, and more blocks than
+// items.
 //
 // Checked: out and lse of every row of every problem, and that nothing else in out's buffer is written.
-// Mutations (a swapped A-fragment register in mma, a missing cp.async wait) must make the comparison fail;
+// Mutations (a swapped A-fragment register in mma, a missing cp.async wait, k/v heads or bias heads addressed
+// with the wrong grouping) must make the comparison fail;
 // the hooks for them live in the tests' flash_emulation.hpp (a storage type whose mma swaps two registers, and
 // a switch in its specialisation of the kernel's wait), so the kernel runs unmodified.
 
@@ -62,6 +65,8 @@ struct Run {
   bool pair_stores = true;   // out written two elements at a time (even value_dim and strides)
   index_t out_gap = 0;       // contiguous out only: elements after each row that must stay untouched
   unsigned blocks = 3;
+  // Mutations (0: none): the kernel told another head_group for k and v, or another bias_heads.
+  index_t wrong_head_group = 0, wrong_bias_heads = 0;
 };
 
 // Runs the forward on `problem` as `run` says and compares. `report`: print mismatches (off for mutations,
@@ -94,6 +99,8 @@ bool forward_matches(const Problem& problem, const Run& run, bool report = true)
   fill_problem_arguments(args, problem, operands);
   args.out = out.data();
   args.lse = lse.data();
+  if (run.wrong_head_group > 0) args.k_layout.head_group = args.v_layout.head_group = run.wrong_head_group;
+  if (run.wrong_bias_heads > 0) args.bias_heads = run.wrong_bias_heads;
   const kernels::FlashOptions options{run.async, run.pair_stores};
   const int shared_bytes = kernels::flash_layout(static_cast<int>(head_dim), static_cast<int>(value_dim),
                                                  operands.bias != nullptr, false)
@@ -271,6 +278,22 @@ TEST(out_rows_with_gaps_and_grid_shapes) {
   }
 }
 
+TEST(grouped_query_heads_and_a_bias_per_problem) {
+  // 4 query heads over 2 k/v heads, shifted windows, bias [B, H, nnz]: each problem its own bias row.
+  const Csr shifted = spattn::patterns::swin(14, 14, 7, 3);
+  check_both(make_problem(shifted, shape_of(2, 4, 32, 32, 8, 2), 22));
+  // MQA (4 query heads, one k/v head) on a random pattern with empty rows, Nq != Nk, head dim 64, bias [H, nnz].
+  check_both(make_problem(random_with_empty_rows(37, 53, 0.4, 7, {1, 20}), shape_of(2, 4, 64, 64, 4, 4), 23));
+  // Wide and long groups, 2 query heads per k/v head, element-wise gathers, single stores, odd dims.
+  Run run;
+  run.async = false, run.pair_stores = false;
+  check_both(make_problem(wide_and_long_groups(), shape_of(1, 4, 17, 9, 4, 2), 24), run);
+  // Views of one [B, N, H + 2 Hkv, D] projection (cp.async), out in [B, N, H, D] order; a bias per problem.
+  run = Run{};
+  run.strided = true;
+  check_both(make_problem(spattn::patterns::swin(8, 8, 4, 2), shape_of(2, 4, 32, 32, 8, 2), 25), run);
+}
+
 TEST(mutations_make_the_comparison_fail) {
   // Swin windows (one step per window) and shifted windows (shared steps): the unmutated kernel passes, a
   // swapped A register in mma and a missing wait for the stage each fail.
@@ -282,6 +305,15 @@ TEST(mutations_make_the_comparison_fail) {
     CHECK(!forward_matches<__half>(problem, Run{}, /*report=*/false));
     skip_stage_wait = false;
   }
+  // Grouped-query attention read as MQA (every query head on k/v head 0) and a per-problem bias read per head
+  // (the second image on the first one's bias) each fail.
+  const Problem grouped = make_problem(spattn::patterns::swin(8, 8, 4, 2), shape_of(2, 4, 32, 32, 8, 2), 26);
+  CHECK(forward_matches<__half>(grouped, Run{}));
+  Run run;
+  run.wrong_head_group = 4;
+  CHECK(!forward_matches<__half>(grouped, run, /*report=*/false));
+  run.wrong_head_group = 0, run.wrong_bias_heads = 4;
+  CHECK(!forward_matches<__half>(grouped, run, /*report=*/false));
 }
 
 TEST_MAIN()

@@ -13,19 +13,29 @@
 // columns without entries, head dims 32, 64, 128, 24 and 40 (cp.async and element-wise gathers), 17 and 9
 // (element-wise, single stores), value_dim != head_dim, no bias, bias [1, nnz] and [H, nnz] with and
 // without its gradient, the bias gradient over 1 to 4 chunks of problems (a chunk without problems writes
-// zeros), rows the bias masks entirely (zero gradients), a NaN query (NaN exactly where it reaches), and q /
-// k / v as strided views of one [B, N, 3, H, D] projection with out and grad_out in [B, N, H, Dv] order.
+// zeros), a [B, H, nnz] bias (one per problem) and its gradient, rows the bias masks entirely (zero
+// gradients), a NaN query (NaN exactly where it reaches), q / k / v as strided views of one [B, N, 3, H, D]
+// projection with out and grad_out in [B, N, H, Dv] order, a gradient reaching lse (grad_lse, folded into
+// delta), and grouped-query attention (2 and 4 query heads per k/v head, MQA; contiguous and views of one
+// [B, N, H + 2 Hkv, D] projection): the kernel's per-query-head dK and dV partials, then the launcher's
+// reduction (cuda/attention_backward_passes.cuh, emulated too) into each k/v head's dK and dV.
+//
+// Also the whole backward as attention_backward.cu launches it, with the SIMT passes
+// (cuda/attention_backward_passes.cuh) in the shapes of unaligned operands: with the schedule, and without a
+// plan.
 //
 // Checked: delta of every (problem, row), dQ of every row, dK and dV of every owned column (the complement of
-// plan.unowned_columns, itself checked against the definition) and the unowned columns' poison untouched,
+// plan.unowned_columns, itself checked against the definition) and the unowned columns' poison untouched (the
+// whole backward: every column, and the final grad_bias),
 // every bias partial sum written, their sum over chunks against dBias, guard elements after every output
 // buffer untouched; two runs (and a third on another grid) bitwise equal. Mutations (a swapped A-fragment
-// register in mma, a missing cp.async wait) make the comparison fail; their hooks live in the tests'
-// flash_emulation.hpp, so the kernel runs unmodified.
+// register in mma, a missing cp.async wait, grad_lse dropped, k/v heads grouped wrongly) make the comparison
+// fail; the hooks of the first two live in the tests' flash_emulation.hpp, so the kernel runs unmodified.
 
 #include "cuda_emulation.hpp"  // first: it prepares the kernels' headers for the host compiler
 
 #include "attention_backward_flash_kernel.cuh"
+#include "attention_backward_passes.cuh"
 #include "check.hpp"
 #include "flash_emulation.hpp"  // after the kernel: its mutation hooks specialise the kernel's primitives
 
@@ -71,9 +81,10 @@ std::vector<bool> owned_by_definition(const Csr& pattern, const spattn::Executio
   return owned;
 }
 
-// The reference of `pattern` with its transpose and owned columns. A non-empty row with a NaN query element
-// expects, as the kernels' contract: NaN out and lse (the forward's), NaN delta and dQ of the row, NaN dK and
-// dV of the row's columns and NaN dBias of its entries (in its problem's bias head).
+// The reference of `pattern` with its transpose and owned columns. delta is the kernel's: rowsum(dO * O) less
+// grad_lse (on every row: an empty row has O = 0). A non-empty row with a NaN query element expects, as the
+// kernels' contract: NaN out and lse (the forward's), NaN delta and dQ of the row, NaN dK and dV of the row's
+// columns (of its k/v problem) and NaN dBias of its entries (in its problem's bias head).
 BackwardProblem make_problem(Csr pattern, const Shape& shape, unsigned seed, const Edit& edit = {}) {
   BackwardProblem problem{make_reference_problem(std::move(pattern), shape, seed, edit), {}, {}};
   problem.transposed = spattn::transpose(problem.pattern.view());
@@ -84,14 +95,18 @@ BackwardProblem make_problem(Csr pattern, const Shape& shape, unsigned seed, con
   const Csr& p = problem.pattern;
   const index_t rows = p.rows(), cols = p.cols(), nnz = p.nnz(), D = dims.head_dim, Dv = dims.value_dim;
   Reference& g = problem.expected;
+  if (!problem.inputs.grad_lse.empty()) {
+    for (std::size_t i = 0; i < g.delta.size(); ++i) g.delta[i] -= problem.inputs.grad_lse[i];
+  }
   for_each_nan_query_row(problem, [&](index_t b, index_t r) {
+    const index_t kv = b / dims.head_group;  // (query problem b * H + h reads k/v problem b * Hkv + h / g)
     g.lse[b * rows + r] = g.delta[b * rows + r] = quiet_nan;
     for (index_t d = 0; d < Dv; ++d) g.out[(b * rows + r) * Dv + d] = quiet_nan;
     for (index_t d = 0; d < D; ++d) g.grad_q[(b * rows + r) * D + d] = quiet_nan;
     for (index_t e = p.row_offsets()[r]; e < p.row_offsets()[r + 1]; ++e) {
       const index_t c = p.col_indices()[e];
-      for (index_t d = 0; d < D; ++d) g.grad_k[(b * cols + c) * D + d] = quiet_nan;
-      for (index_t d = 0; d < Dv; ++d) g.grad_v[(b * cols + c) * Dv + d] = quiet_nan;
+      for (index_t d = 0; d < D; ++d) g.grad_k[(kv * cols + c) * D + d] = quiet_nan;
+      for (index_t d = 0; d < Dv; ++d) g.grad_v[(kv * cols + c) * Dv + d] = quiet_nan;
       if (dims.bias_heads > 0) g.grad_bias[(b % dims.bias_heads) * nnz + e] = quiet_nan;
     }
   });
@@ -119,19 +134,31 @@ PlanFacts plan_facts(const BackwardProblem& problem) {
 }
 
 // ---- one run of the kernel -----------------------------------------------------------------------------------
+// What runs: the tensor-core kernel alone (with the partials' sum under grouped-query attention), or the whole
+// backward as attention_backward.cu launches it (cuda/attention_backward_passes.cuh: the SIMT passes), with the
+// plan's schedule (the tensor-core kernel, then the column pass over its unowned columns and the bias
+// gradient's final sum) or without a plan (row pass, column pass over every column, final sum).
+enum class Path { tensor_cores, with_schedule, without_plan };
+
 struct Run {
+  Path path = Path::tensor_cores;
   bool strided = false;  // q, k, v: views of one [B, N, 3, H, D] buffer; out, grad_out in [B, N, H, Dv] order
   bool async = true;     // cp.async gathers (dims multiples of 8, 16-byte aligned rows), else element-wise
   unsigned blocks = 3;
   index_t chunks = 0;  // the bias gradient's chunks per bias head (0: no bias gradient)
+  // Mutations: the kernel not given the problem's grad_lse; the kernels told another head_group (0: none).
+  bool drop_grad_lse = false;
+  index_t wrong_head_group = 0;
 };
 
 // What the kernel wrote (each buffer followed by kGuard guard elements).
 template <typename D>
 struct Outputs {
   std::vector<D> grad_q, grad_k, grad_v;
-  std::vector<float> delta, bias_sums;
+  std::vector<D> grad_bias;  // the final sum (whole backward with a bias gradient)
+  std::vector<float> delta, bias_sums, key_partial, value_partial;
   index_t chunks = 0, problems_per_chunk = 1;
+  bool whole = false;  // the whole backward ran: every column's dK and dV, grad_bias
   bool valid = false;  // false: the case asked for something the launcher would not do
 };
 
@@ -143,11 +170,13 @@ Outputs<D> run_backward(const BackwardProblem& problem, const Run& run) {
   const spattn::AttentionDims& dims = problem.inputs.dims;
   const Inputs& in = problem.inputs;
   const index_t rows = pattern.rows(), cols = pattern.cols(), nnz = pattern.nnz();
-  const index_t head_dim = dims.head_dim, value_dim = dims.value_dim;
+  const index_t head_dim = dims.head_dim, value_dim = dims.value_dim, kv_batch = dims.kv_batch();
 
-  // The forward's results as the forward kernel leaves them: out in the storage type, lse in float.
-  std::vector<float> lse;
+  // The forward's results as the forward kernel leaves them: out in the storage type, lse in float; the
+  // gradient reaching lse, if any, in float.
+  std::vector<float> lse, grad_lse;
   for (double x : problem.expected.lse) lse.push_back(static_cast<float>(x));
+  for (double x : in.grad_lse) grad_lse.push_back(static_cast<float>(x));
 
   const Operands<D> operands(problem, run.strided);
   if (!operands.valid) return result;
@@ -172,11 +201,23 @@ Outputs<D> run_backward(const BackwardProblem& problem, const Run& run) {
 
   // Outputs poisoned, guards after each.
   result.grad_q.assign(dims.batch * rows * head_dim + kGuard, from_bits<D>(kPoison));
-  result.grad_k.assign(dims.batch * cols * head_dim + kGuard, from_bits<D>(kPoison));
-  result.grad_v.assign(dims.batch * cols * value_dim + kGuard, from_bits<D>(kPoison));
+  result.grad_k.assign(kv_batch * cols * head_dim + kGuard, from_bits<D>(kPoison));
+  result.grad_v.assign(kv_batch * cols * value_dim + kGuard, from_bits<D>(kPoison));
   result.delta.assign(dims.batch * rows + kGuard, float_from_bits(kPoisonFloat));
+  if (dims.head_group > 1) {  // the workspace's per-query-problem dK and dV (cuda/attention_workspace.hpp)
+    result.key_partial.assign(dims.batch * cols * head_dim + kGuard, float_from_bits(kPoisonFloat));
+    result.value_partial.assign(dims.batch * cols * value_dim + kGuard, float_from_bits(kPoisonFloat));
+  }
   kernels::FlashBackwardOptions options{{run.async, false}, dims.batch, 1, nullptr};
-  if (run.chunks > 0) {
+  result.whole = run.path != Path::tensor_cores;
+  if (result.whole && run.chunks > 0) result.grad_bias.assign(dims.bias_heads * nnz + kGuard, from_bits<D>(kPoison));
+  if (run.path == Path::without_plan && run.chunks > 0) {
+    // The row pass's chunks, as the workspace sizes them (cuda/attention_workspace.hpp).
+    result.chunks = kernels::bias_chunks(dims.batch, dims.bias_heads);
+    result.problems_per_chunk = kernels::kProblemsPerBiasChunk;
+    result.bias_sums.assign(result.chunks * dims.bias_heads * nnz + kGuard, float_from_bits(kPoisonFloat));
+    options.bias_sums = result.bias_sums.data();
+  } else if (run.chunks > 0) {
     // As the launcher splits a bias head's problems into chunks.
     const index_t problems_per_head = (dims.batch + dims.bias_heads - 1) / dims.bias_heads;
     result.chunks = run.chunks;
@@ -195,24 +236,56 @@ Outputs<D> run_backward(const BackwardProblem& problem, const Run& run) {
   args.out = out.data();
   args.grad_out = grad_out.data();
   args.lse = lse.data();
+  args.grad_lse = grad_lse.empty() || run.drop_grad_lse ? nullptr : grad_lse.data();
   args.grad_q = result.grad_q.data();
   args.grad_k = result.grad_k.data();
   args.grad_v = result.grad_v.data();
   args.grad_bias = nullptr;  // the launcher's final sum; the kernel reads options.bias_sums
   args.delta = result.delta.data();
+  args.key_partial = result.key_partial.empty() ? nullptr : result.key_partial.data();
+  args.value_partial = result.value_partial.empty() ? nullptr : result.value_partial.data();
   args.bias_partial = options.bias_sums;
-  args.bias_chunks = run.chunks;
+  args.bias_chunks = result.chunks;
   args.grad_out_layout = out_layout;
   args.unowned_column_count = static_cast<index_t>(problem.plan.unowned_columns.size());
   args.unowned_columns = problem.plan.unowned_columns.data();
+  if (run.wrong_head_group > 0) args.k_layout.head_group = args.v_layout.head_group = run.wrong_head_group;
 
-  const int shared_bytes = kernels::flash_layout(static_cast<int>(head_dim), static_cast<int>(value_dim),
-                                                 operands.bias != nullptr, true, options.bias_sums != nullptr)
-                               .bytes;
-  with_max_dim(head_dim, value_dim, [&](auto max_dim) {
-    spattn_emulation::launch(kernels::attention_backward_flash_kernel<D, decltype(max_dim)::value>, run.blocks,
-                             kernels::kFlashThreads, static_cast<std::size_t>(shared_bytes), args, options);
-  });
+  const unsigned simt_blocks = 2;  // the SIMT passes' grids stride: a small one walks several items per thread
+  if (run.path != Path::without_plan) {
+    const int shared_bytes = kernels::flash_layout(static_cast<int>(head_dim), static_cast<int>(value_dim),
+                                                   operands.bias != nullptr, true, options.bias_sums != nullptr)
+                                 .bytes;
+    with_max_dim(head_dim, value_dim, [&](auto max_dim) {
+      spattn_emulation::launch(kernels::attention_backward_flash_kernel<D, decltype(max_dim)::value>, run.blocks,
+                               kernels::kFlashThreads, static_cast<std::size_t>(shared_bytes), args, options);
+    });
+    // Grouped-query attention: the launcher's reduction of the partials into dK and dV.
+    if (args.key_partial != nullptr) {
+      spattn_emulation::launch(kernels::attention_backward_sum_partials_kernel<D>, simt_blocks,
+                               kernels::kThreadsPerBlock, 0, args);
+    }
+  }
+  if (result.whole) {
+    // The SIMT passes as launch_backward orders them, in the shapes of unaligned operands (a warp per item:
+    // the emulation's shuffles take whole warps).
+    if (run.chunks > 0) args.grad_bias = result.grad_bias.data();
+    const bool listed = run.path == Path::with_schedule;
+    kernels::dispatch_fragment_shape(head_dim, value_dim, false, [&](auto shape) {
+      using Shape = decltype(shape);
+      if (!listed) {
+        spattn_emulation::launch(kernels::attention_backward_rows_kernel<Shape, D>, simt_blocks,
+                                 kernels::kThreadsPerBlock, 0, args);
+      }
+      spattn_emulation::launch(kernels::attention_backward_columns_kernel<Shape, D>, simt_blocks,
+                               kernels::kThreadsPerBlock, 0, args, listed);
+    });
+    if (run.chunks > 0) {
+      spattn_emulation::launch(kernels::attention_backward_bias_kernel<D>, simt_blocks, kernels::kThreadsPerBlock, 0,
+                               rows, args.row_offsets, args.bias_partial, args.grad_bias, dims.bias_heads,
+                               result.chunks);
+    }
+  }
   result.valid = true;
   return result;
 }
@@ -236,8 +309,11 @@ bool outputs_match(const BackwardProblem& problem, const Outputs<D>& result, boo
   const double tol = tolerance<D>();
   bool ok = true;
 
+  const auto intact = [](const std::vector<float>& buffer) { return buffer.empty() || guards_intact(buffer); };
+  const auto intact_storage = [](const std::vector<D>& buffer) { return buffer.empty() || guards_intact(buffer); };
   const bool guards = guards_intact(result.grad_q) && guards_intact(result.grad_k) && guards_intact(result.grad_v) &&
-                      guards_intact(result.delta) && (result.bias_sums.empty() || guards_intact(result.bias_sums));
+                      guards_intact(result.delta) && intact(result.bias_sums) && intact(result.key_partial) &&
+                      intact(result.value_partial) && intact_storage(result.grad_bias);
   if (report && !guards) std::printf("  an output's guard elements were written\n");
   ok &= guards;
 
@@ -255,17 +331,18 @@ bool outputs_match(const BackwardProblem& problem, const Outputs<D>& result, boo
   ok &= matches(delta, expected.delta, tol, row_where("delta", 1), report);
   ok &= matches(grad_q, expected.grad_q, tol, row_where("grad_q", dims.head_dim), report);
 
-  // dK and dV: owned columns against the reference, the others untouched.
+  // dK and dV (of the k/v problems): owned columns against the reference, the others untouched (all of them
+  // against the reference after the whole backward).
   const auto columns = [&](const std::vector<D>& grad, const std::vector<double>& reference, index_t dim,
                            const char* name) {
     std::vector<double> actual_owned, expected_owned;
     std::vector<std::string> names;
     bool untouched = true;
-    for (index_t p = 0; p < dims.batch; ++p) {
+    for (index_t p = 0; p < dims.kv_batch(); ++p) {
       for (index_t c = 0; c < cols; ++c) {
         for (index_t d = 0; d < dim; ++d) {
           const index_t i = (p * cols + c) * dim + d;
-          if (problem.owned[c]) {
+          if (problem.owned[c] || result.whole) {
             actual_owned.push_back(written_value(grad[i]));
             expected_owned.push_back(reference[i]);
             names.push_back(std::string(name) + "[problem " + std::to_string(p) + ", column " + std::to_string(c) +
@@ -282,7 +359,19 @@ bool outputs_match(const BackwardProblem& problem, const Outputs<D>& result, boo
   ok &= columns(result.grad_k, expected.grad_k, dims.head_dim, "grad_k");
   ok &= columns(result.grad_v, expected.grad_v, dims.value_dim, "grad_v");
 
-  // The bias gradient: every partial sum written, chunks without problems all zeros, their sum dBias.
+  // The bias gradient: every partial sum written, chunks without problems all zeros, their sum dBias (and,
+  // after the whole backward, the final sum).
+  if (!result.grad_bias.empty()) {
+    std::vector<double> grad_bias;
+    for (std::size_t i = 0; i + kGuard < result.grad_bias.size(); ++i) {
+      grad_bias.push_back(written_value(result.grad_bias[i]));
+    }
+    const auto where = [&](std::size_t i) {
+      const index_t at = static_cast<index_t>(i);
+      return "grad_bias (final)[head " + std::to_string(at / nnz) + ", entry " + std::to_string(at % nnz) + "]";
+    };
+    ok &= matches(grad_bias, expected.grad_bias, tol, where, report);
+  }
   if (result.chunks > 0) {
     const index_t slice = dims.bias_heads * nnz;
     std::vector<double> grad_bias(slice, 0);
@@ -458,6 +547,68 @@ TEST(strided_operands_of_one_projection) {
       make_problem(spattn::patterns::swin(8, 8, 4, 2), shape_of(1, 2, 20, 20, 1), 20), run));
 }
 
+TEST(a_gradient_reaching_lse) {
+  // grad_lse folds into delta: shifted windows with a bias [H, nnz] and its gradient; a random pattern with
+  // empty rows and a masked row (their delta is -grad_lse, their gradients zero), element-wise gathers.
+  Shape shape = shape_of(2, 2, 32, 32, 2);
+  shape.grad_lse = true;
+  check_both(make_problem(spattn::patterns::swin(14, 14, 7, 3), shape, 24), run_with(3, 1));
+  shape = shape_of(1, 2, 24, 40, 2);
+  shape.grad_lse = true, shape.masked_row = 5;
+  check_both(make_problem(random_with_empty_rows(37, 53, 0.12, 7, {1, 20}), shape, 25), run_with(2, 1, false));
+}
+
+TEST(grouped_query_heads_and_a_bias_per_problem) {
+  // 4 query heads over 2 k/v heads on shifted windows, a bias per problem ([B, H, nnz]) with its gradient
+  // (each problem its own slice: one chunk) and grad_lse: dK and dV summed over each k/v head's two query heads.
+  Shape shape = shape_of(2, 4, 32, 32, 8, 2);
+  shape.grad_lse = true;
+  const BackwardProblem shifted = make_problem(spattn::patterns::swin(14, 14, 7, 3), shape, 26);
+  check_both(shifted, run_with(3, 1));
+  // MQA (4 query heads, one k/v head), wide and long groups (owned columns over several key tiles, unowned
+  // ones left untouched), bias [1, nnz] over two chunks, head dim 64 with value dim 32, element-wise gathers.
+  check_both(make_problem(wide_and_long_groups(), shape_of(1, 4, 64, 32, 1, 4), 27), run_with(3, 2, false));
+  // A random pattern with empty rows, Nq != Nk, odd dims, bias [H, nnz] without its gradient.
+  check_both(make_problem(random_with_empty_rows(37, 53, 0.12, 7, {1, 20}), shape_of(1, 4, 17, 9, 4, 2), 28),
+             run_with(2, 0, false));
+  // Views of one [B, N, H + 2 Hkv, D] projection (cp.async), out and grad_out in [B, N, H, D] order.
+  Run run = run_with(3, 1);
+  run.strided = true;
+  check_both(make_problem(spattn::patterns::swin(8, 8, 4, 2), shape_of(2, 4, 32, 32, 8, 2), 29), run);
+  // Head dims 128 and 96: dK and dV reduced in two passes of 64 dims each, their partials at both offsets.
+  CHECK(backward_matches<__half>(make_problem(spattn::patterns::swin(8, 8, 4, 2), shape_of(1, 2, 128, 96, 2, 2), 34),
+                                 run_with(2, 1)));
+}
+
+TEST(the_whole_backward_as_the_launcher_runs_it) {
+  // The SIMT passes too (attention_backward_passes.cuh), with the schedule (the tensor-core kernel, then the
+  // column pass over the unowned columns and the bias gradient's final sum) and without a plan (row pass,
+  // column pass, final sum): every column's dK and dV and grad_bias against the reference, under grouped-query
+  // attention (the column pass walks each k/v problem's query problems) with grad_lse (the row pass folds it
+  // into delta). The emulated SIMT passes cost most of this test's time (their shuffles are barriers between
+  // threads), so each path runs in one dtype: float16 with the schedule, bfloat16 without a plan.
+  for (const Path path : {Path::with_schedule, Path::without_plan}) {
+    const auto matches = [path](const BackwardProblem& problem, const Run& run) {
+      return path == Path::with_schedule ? backward_matches<__half>(problem, run)
+                                         : backward_matches<__nv_bfloat16>(problem, run);
+    };
+    Run run = run_with(3, 1);
+    run.path = path;
+    // Shared columns (unowned), empty rows and a masked row; 2 query heads per k/v head, bias [H, nnz].
+    Shape shape = shape_of(1, 4, 32, 32, 4, 2);
+    shape.grad_lse = true, shape.masked_row = 5;
+    CHECK(matches(make_problem(random_with_empty_rows(37, 53, 0.12, 7, {1, 20}), shape, 31), run));
+    // MQA over wide and long groups (the 70-row group's columns unowned), bias [1, nnz] in 2 chunks.
+    run.chunks = 2, run.async = false;
+    shape = shape_of(1, 4, 24, 40, 1, 4);
+    shape.grad_lse = true;
+    CHECK(matches(make_problem(wide_and_long_groups(), shape, 32), run));
+    // A bias per problem, odd dims, no grouping.
+    run.chunks = 1;
+    CHECK(matches(make_problem(spattn::patterns::swin(8, 8, 4, 2), shape_of(2, 2, 17, 9, 4), 33), run));
+  }
+}
+
 TEST(deterministic) {
   // Two runs bitwise equal, and runs on other grids too (each output comes from one item, in a fixed order):
   // 3 blocks, 1 block, and more blocks than items (the extra ones return at once).
@@ -490,6 +641,24 @@ TEST(mutations_make_the_comparison_fail) {
     CHECK(!backward_matches<__half>(*problem, run_with(3, 1), /*report=*/false));
     skip_stage_wait = false;
   }
+  // grad_lse not passed to the kernel, and grouped-query attention read as MQA, each fail.
+  Shape shape = shape_of(1, 4, 32, 32, 4, 2);
+  shape.grad_lse = true;
+  const BackwardProblem grouped = make_problem(spattn::patterns::swin(8, 8, 4, 2), shape, 30);
+  CHECK(backward_matches<__half>(grouped, run_with(3, 1)));
+  Run run = run_with(3, 1);
+  run.drop_grad_lse = true;
+  CHECK(!backward_matches<__half>(grouped, run, /*report=*/false));
+  run.drop_grad_lse = false, run.wrong_head_group = 4;
+  CHECK(!backward_matches<__half>(grouped, run, /*report=*/false));
+  // The same in the SIMT passes (row pass: grad_lse; column pass: the k/v problems' query heads).
+  run = run_with(3, 1);
+  run.path = Path::without_plan;
+  CHECK(backward_matches<__half>(grouped, run));
+  run.drop_grad_lse = true;
+  CHECK(!backward_matches<__half>(grouped, run, /*report=*/false));
+  run.drop_grad_lse = false, run.wrong_head_group = 4;
+  CHECK(!backward_matches<__half>(grouped, run, /*report=*/false));
 }
 
 TEST_MAIN()

@@ -1,6 +1,8 @@
 // Neighborhood and 3-D Swin patterns against brute-force definitions written independently of the
-// generators: explicit lists of group members, and Video Swin's roll + region labels.
+// generators: NATTEN's flex-mask predicate applied to every member of a dilation group (stride, even
+// kernels and causality included), and Video Swin's roll + region labels.
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
@@ -14,23 +16,29 @@ namespace patterns = spattn::patterns;
 
 namespace {
 
-// The coordinates of one axis that a query at x may attend to, found by listing x's dilation group.
+// The coordinates of one axis that a query at x may attend to: the members of x's dilation group that
+// NATTEN's flex mask (src/natten/backends/flex.py) admits, its predicate transcribed per member. Positions
+// count group members; each stride group has a leader, its centre or (causal) its last query.
 std::vector<index_t> reference_window(const NeighborhoodAxis& axis, index_t x) {
   std::vector<index_t> group;
   for (index_t y = x % axis.dilation; y < axis.size; y += axis.dilation) group.push_back(y);
-  index_t position = 0;
-  while (group[position] != x) ++position;
-  index_t first = 0, last = 0;  // inclusive, in group members
-  if (axis.causal) {
-    first = position - axis.kernel_size + 1 < 0 ? 0 : position - axis.kernel_size + 1;
-    last = position;
-  } else {
-    first = position - axis.kernel_size / 2;
-    if (first < 0) first = 0;
-    if (first + axis.kernel_size > static_cast<index_t>(group.size())) first = group.size() - axis.kernel_size;
-    last = first + axis.kernel_size - 1;
+  const index_t length = static_cast<index_t>(group.size()), position = x / axis.dilation;
+  const index_t stride_group_start = position / axis.stride * axis.stride;
+  std::vector<index_t> window;
+  for (index_t member = 0; member < length; ++member) {
+    bool admitted = false;
+    if (axis.causal) {
+      const index_t leader = std::min(stride_group_start + axis.stride - 1, length - 1);
+      admitted = position - member >= 0 && leader - member < axis.kernel_size;
+    } else {
+      const index_t left = axis.kernel_size / 2, right = axis.kernel_size / 2 + axis.kernel_size % 2 - 1;
+      const index_t leader = std::min(stride_group_start + axis.stride / 2, length - 1);
+      const index_t centre = std::min(std::max(leader, left), length - 1 - right);
+      admitted = (centre - member >= 0 && centre - member <= left) || (member - centre >= 0 && member - centre <= right);
+    }
+    if (admitted) window.push_back(group[member]);
   }
-  return std::vector<index_t>(group.begin() + first, group.begin() + last + 1);
+  return window;
 }
 
 bool contains(const std::vector<index_t>& values, index_t value) {
@@ -112,6 +120,26 @@ TEST(neighborhood_1d_matches_reference) {
   }
 }
 
+TEST(neighborhood_1d_with_stride_matches_reference) {
+  for (index_t size : {4, 7, 12}) {
+    for (index_t kernel = 1; kernel <= size; ++kernel) {
+      for (index_t stride = 1; stride <= kernel; ++stride) {
+        for (index_t dilation = 1; kernel * dilation <= size; ++dilation) {
+          for (bool causal : {false, true}) CHECK(matches_reference({{size, kernel, dilation, causal, stride}}));
+        }
+      }
+    }
+  }
+}
+
+TEST(neighborhood_with_stride_equal_to_kernel_is_window_attention) {
+  // Blocks of kernel_size tokens per axis attend to themselves: Swin's windows without shift.
+  const Csr blocked = patterns::neighborhood({{12, 4, 1, false, 4}, {9, 3, 1, false, 3}});
+  const Csr windows = patterns::swin(12, 9, 4, 3, 0, 0);
+  CHECK(blocked.row_offsets() == windows.row_offsets());
+  CHECK(blocked.col_indices() == windows.col_indices());
+}
+
 TEST(neighborhood_2d_matches_reference) {
   const index_t shapes[][2] = {{7, 7}, {6, 11}, {12, 5}, {9, 10}};
   for (auto [h, w] : shapes) {
@@ -127,12 +155,16 @@ TEST(neighborhood_2d_matches_reference) {
   // Per-axis kernel, dilation and causality.
   CHECK(matches_reference({{10, 3, 3, true}, {7, 5, 1, false}}));
   CHECK(matches_reference({{8, 2, 1, false}, {12, 3, 4, true}}));
+  // Per-axis stride, even kernels and strides among them.
+  CHECK(matches_reference({{11, 4, 2, false, 3}, {9, 3, 1, true, 2}}));
+  CHECK(matches_reference({{10, 6, 1, true, 4}, {13, 4, 3, false, 4}}));
 }
 
 TEST(neighborhood_3d_matches_reference) {
   CHECK(matches_reference({{4, 3, 1, false}, {6, 3, 2, false}, {5, 5, 1, false}}));
   CHECK(matches_reference({{5, 2, 2, true}, {4, 3, 1, false}, {7, 3, 2, false}}));
   CHECK(matches_reference({{3, 3, 1, true}, {3, 1, 1, false}, {9, 4, 2, true}}));
+  CHECK(matches_reference({{6, 3, 2, true, 2}, {5, 2, 1, false, 2}, {8, 4, 1, false, 3}}));
 }
 
 TEST(neighborhood_rows_hold_the_whole_kernel) {
@@ -141,6 +173,9 @@ TEST(neighborhood_rows_hold_the_whole_kernel) {
   for (index_t row = 0; row < csr.rows(); ++row) all_full = all_full && csr.view().row_length(row) == 35;
   CHECK(all_full);
   CHECK(csr.nnz() == 17 * 20 * 35);
+  // Whatever the stride, as long as no axis is causal.
+  const Csr strided = patterns::neighborhood({{17, 5, 3, false, 4}, {20, 6, 2, false, 5}});
+  CHECK(strided.nnz() == 17 * 20 * 30);
 }
 
 TEST(neighborhood_rejects_bad_arguments) {
@@ -155,6 +190,8 @@ TEST(neighborhood_rejects_bad_arguments) {
   CHECK_THROWS(patterns::neighborhood({{11, 4, 3}}), "kernel_size[0]");
   CHECK_THROWS(patterns::neighborhood({{11, 4, 3, true}}), "kernel_size[0]");
   CHECK_THROWS(patterns::neighborhood_bias_index({{8, 3, 9}}), "kernel_size[0]");
+  CHECK_THROWS(patterns::neighborhood({{8, 3, 1, false, 0}}), "stride[0]");
+  CHECK_THROWS(patterns::neighborhood({{8, 3, 1, false, 1}, {8, 3, 1, false, 4}}), "stride[1]");
   CHECK_THROWS(patterns::neighborhood({{index_t{1} << 40, 1}, {index_t{1} << 40, 1}}), "too large");
   // 2^30 tokens of 2^12 entries each: refused before the 8 GiB of row offsets are allocated.
   CHECK_THROWS(patterns::neighborhood({{index_t{1} << 30, index_t{1} << 12}}), "entries");

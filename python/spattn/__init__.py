@@ -17,18 +17,22 @@ from . import ops_cuda  # noqa: F401  (registers the CUDA kernels of the ops)
 from . import timm
 from . import torchvision
 from . import transformers
-from .neighborhood_attention import NeighborhoodAttention2D
+from .neighborhood_attention import NeighborhoodAttention1D, NeighborhoodAttention2D, NeighborhoodAttention3D
 
-__version__ = _C.build_info()["version"]
+__version__ = _C.__version__
 
 __all__ = ["Pattern", "patterns", "layouts", "scaled_dot_product_attention", "sddmm", "sparse_softmax", "spmm",
-           "SparseAttention", "NeighborhoodAttention2D", "timm", "torchvision", "transformers", "build_info",
+           "SparseAttention", "NeighborhoodAttention1D", "NeighborhoodAttention2D",
+           "NeighborhoodAttention3D", "timm", "torchvision", "transformers", "build_info",
            "cmake_dir", "__version__"]
 
 
 def build_info() -> dict:
     """What this build contains: ``version``, ``cuda`` (kernels compiled in), ``cuda_archs``,
-    ``cuda_version``, ``cusparse``, ``openmp``, ``compiler``, plus ``cuda_devices`` visible now."""
+    ``cuda_version``, ``cusparse`` (the cuSPARSE path compiled in), ``openmp``, ``compiler``; and what this
+    machine offers now: ``cusparse_loadable``, ``cusparse_load_error`` (why not, or ``""``) and
+    ``cusparse_version`` (libcusparse is loaded on first use; 0 when it cannot be), ``cuda_devices`` (0
+    without a driver)."""
     info = dict(_C.build_info())
     info["cuda_devices"] = _C.cuda_device_count()
     return info

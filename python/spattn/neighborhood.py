@@ -44,47 +44,55 @@ def _as_bool(value, name: str) -> bool:
     return bool(value)
 
 
-def _core_axes(shape, kernel_size, dilation, causal) -> tuple[list, list, list, list]:
-    """Checked per-axis lists (shape, kernel_size, dilation, causal) in the form the core takes."""
+def _core_axes(shape, kernel_size, dilation, causal, stride) -> tuple[list, list, list, list, list]:
+    """Checked per-axis lists (shape, kernel_size, dilation, causal, stride) in the form the core takes."""
     shape = _as_shape(shape)
     ndim = len(shape)
     return (shape, _per_axis(kernel_size, "kernel_size", ndim, _checks.as_int),
-            _per_axis(dilation, "dilation", ndim, _checks.as_int), _per_axis(causal, "causal", ndim, _as_bool))
+            _per_axis(dilation, "dilation", ndim, _checks.as_int), _per_axis(causal, "causal", ndim, _as_bool),
+            _per_axis(stride, "stride", ndim, _checks.as_int))
 
 
-def neighborhood(shape, kernel_size, dilation=1, causal=False, device=None) -> Pattern:
-    """Neighborhood attention (NATTEN) on a grid of ``shape`` (1 to 3 ints): ``[N, N]``, ``N = prod(shape)``.
+def neighborhood(shape, kernel_size, dilation=1, causal=False, device=None, *, stride=1) -> Pattern:
+    """Neighborhood attention (NATTEN 0.21's rule) on a grid of ``shape`` (1 to 3 ints): ``[N, N]``,
+    ``N = prod(shape)``.
 
-    ``kernel_size``, ``dilation`` (ints) and ``causal`` (bool) are one value for every axis or a tuple with
-    one per axis. Per axis, tokens split into ``dilation`` interleaved groups (same coordinate modulo
-    ``dilation``); within its group a query attends to the ``kernel_size`` consecutive members centred on it,
-    shifted inwards at the borders so that there are always ``kernel_size`` of them; a causal axis takes
-    the ``kernel_size`` members ending at the query (fewer at the start). A token attends to the product of
-    its per-axis windows, so every row of a non-causal pattern has ``prod(kernel_size)`` entries.
+    ``kernel_size``, ``dilation``, ``stride`` (ints) and ``causal`` (bool) are one value for every axis or a
+    tuple with one per axis. Per axis, tokens split into ``dilation`` interleaved groups (same coordinate
+    modulo ``dilation``), and within its group a query belongs to a stride group of ``stride`` consecutive
+    members whose leader (its centre; causal: its last member) picks the window: the ``kernel_size``
+    consecutive members centred on the leader (even kernels: one more on the left), shifted inwards at the
+    borders so that there are always ``kernel_size`` of them; a causal axis takes the members from
+    ``leader - kernel_size + 1`` up to the query itself (fewer at the start). A token attends to the product
+    of its per-axis windows, so every row of a non-causal pattern has ``prod(kernel_size)`` entries.
+    ``stride == 1`` is the sliding window; ``stride == kernel_size`` is blocked (window) attention.
 
     Requires ``kernel_size * dilation <= shape`` on every axis (the smallest group must hold the kernel),
-    causal axes included. Raises TypeError/ValueError naming the bad argument.
+    causal axes included, and ``1 <= stride <= kernel_size``. Raises TypeError/ValueError naming the bad
+    argument.
     """
-    return _from_core(_C.patterns_neighborhood(*_core_axes(shape, kernel_size, dilation, causal), False), device)
+    return _from_core(_C.patterns_neighborhood(*_core_axes(shape, kernel_size, dilation, causal, stride), False),
+                      device)
 
 
-def neighborhood_bias_index(shape, kernel_size, dilation=1, causal=False, device=None) -> torch.Tensor:
-    """For each entry of ``neighborhood(shape, kernel_size, dilation, causal)`` (CSR order), its index into a
-    relative-position-bias table of ``prod(2 * kernel_size - 1)`` entries: int64 ``[nnz]``.
+def neighborhood_bias_index(shape, kernel_size, dilation=1, causal=False, device=None, *, stride=1) -> torch.Tensor:
+    """For each entry of ``neighborhood(shape, kernel_size, dilation, causal, stride=stride)`` (CSR order), its
+    index into a relative-position-bias table of ``prod(2 * kernel_size - 1)`` entries: int64 ``[nnz]``.
 
-    Per axis the offset is ``(key - query) // dilation + kernel_size - 1`` (in ``[0, 2 * kernel_size - 1)``),
-    combined row-major over the axes. With a learnable ``table`` of shape ``[heads, prod(2 * k - 1)]``,
+    Per axis the offset is ``(key - query) // dilation + kernel_size - 1`` (in ``[0, 2 * kernel_size - 1)``:
+    a query always lies in its own window, whatever the stride), combined row-major over the axes. With a
+    learnable ``table`` of shape ``[heads, prod(2 * k - 1)]``,
     ``spattn.scaled_dot_product_attention(q, k, v, pattern, bias=table[:, index])`` is neighborhood
     attention with relative position bias.
     """
     index = torch.from_numpy(np.asarray(_C.patterns_neighborhood_bias_index(
-        *_core_axes(shape, kernel_size, dilation, causal))))
+        *_core_axes(shape, kernel_size, dilation, causal, stride))))
     return index if device is None else index.to(device)
 
 
-def _neighborhood_with_bias_index(shape, kernel_size, dilation=1, causal=False, device=None):
+def _neighborhood_with_bias_index(shape, kernel_size, dilation=1, causal=False, device=None, *, stride=1):
     """``(neighborhood(...), neighborhood_bias_index(...))`` from one call into the core."""
-    pattern, index = _C.patterns_neighborhood(*_core_axes(shape, kernel_size, dilation, causal), True)
+    pattern, index = _C.patterns_neighborhood(*_core_axes(shape, kernel_size, dilation, causal, stride), True)
     index = torch.from_numpy(np.asarray(index))
     return _from_core(pattern, device), (index if device is None else index.to(device))
 

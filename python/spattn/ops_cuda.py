@@ -140,25 +140,30 @@ def _attention_forward_grouped(q, k, v, bias, row_offsets, col_indices, group_of
 @_register("attention_backward")
 def _attention_backward(grad_out, q, k, v, bias, out, lse, row_offsets, col_indices, t_row_offsets, t_col_indices,
                         permutation, scale, bias_requires_grad, group_offsets=None, group_rows=None, steps=None,
-                        unowned_columns=None):
+                        unowned_columns=None, grad_lse=None):
     # With the plan (group_offsets, group_rows) and its schedule (steps, unowned_columns), float16 / bfloat16
-    # run the tensor-core kernel over its groups.
+    # run the tensor-core kernel over its groups. k and v may have fewer heads than q (grouped-query
+    # attention): grad_k and grad_v have theirs. grad_lse: the gradient reaching lse, or None.
     grad_out, q, k, v, out = ops._rows_contiguous(grad_out, q, k, v, out)
     grad_q, grad_k, grad_v = ops._contiguous_like(q, k, v)
     grad_bias = None
     if bias is not None and bias_requires_grad:
         grad_bias = torch.empty(bias.shape, dtype=bias.dtype, device=bias.device)
     bias_heads = 0 if grad_bias is None else bias.shape[0]
-    batch, rows = math.prod(q.shape[:-2]), q.shape[-2]
-    # Scratch owned by torch (the core never allocates): row terms and the partial sums of dBias.
-    workspace_size = _C.cuda_attention_backward_workspace_size(batch, rows, col_indices.shape[0], bias_heads)
+    batch, rows, cols = math.prod(q.shape[:-2]), q.shape[-2], k.shape[-2]
+    head_group = q.shape[1] // k.shape[1] if q.dim() == 4 else 1
+    # Scratch owned by torch (the core never allocates): row terms, the partial sums of dBias and, under
+    # grouped-query attention, per-query-head dK and dV.
+    workspace_size = _C.cuda_attention_backward_workspace_size(batch, rows, col_indices.shape[0], bias_heads, cols,
+                                                               q.shape[-1], v.shape[-1], head_group)
     workspace = torch.empty(workspace_size, dtype=torch.float32, device=q.device)
     with _on_device(q):
         _C.cuda_attention_backward(_strided(grad_out), _strided(q), _strided(k), _strided(v), _dl(bias),
                                    _strided(out), _dl(lse), _dl(row_offsets), _dl(col_indices), _dl(t_row_offsets),
                                    _dl(t_col_indices), _dl(permutation), float(scale), _strided(grad_q),
                                    _strided(grad_k), _strided(grad_v), _dl(grad_bias), _dl(workspace),
-                                   _dl(group_offsets), _dl(group_rows), _dl(steps), _dl(unowned_columns), _stream(q))
+                                   _dl(group_offsets), _dl(group_rows), _dl(steps), _dl(unowned_columns),
+                                   _dl(grad_lse), _stream(q))
     return grad_q, grad_k, grad_v, grad_bias
 
 

@@ -3,7 +3,8 @@
 // (bind_cuda_attention.cpp): q, k, v, out and grad_out are [batch, N, dim] or [B, H, N, dim] with
 // any non-negative strides but a contiguous last axis, so that q, k and v can be views of one fused projection
 // ([B, N, 3, H, D]) and out can be written in [B, N, H, dim] order without copies; the kernels take where
-// their rows live as OperandLayouts (spattn/kernels.hpp). Devices are checked by each backend's binding.
+// their rows live as OperandLayouts (spattn/kernels.hpp). Every check takes the place the arrays must be in
+// (array_checks.hpp): `on_cpu` or the call's CudaDevice.
 
 #include <algorithm>
 #include <cstdint>
@@ -48,9 +49,9 @@ inline OperandSizes operand_sizes(const Array& q, const Array& k, const Array& v
   ProblemShape shape = shape_of_q(q);
   if (shape.ndim == 4) {
     shape.kv_heads = size(k, 1);
-    SPATTN_CHECK(shape.kv_heads == shape.heads || (shape.kv_heads >= 1 && shape.heads % shape.kv_heads == 0),
-                 "k: its ", shape.kv_heads, " heads must divide q's ", shape.heads,
-                 " (grouped-query attention), got shape ", shape_of(k));
+    SPATTN_CHECK(shape.kv_heads == shape.heads || (shape.kv_heads >= 1 && shape.heads % shape.kv_heads == 0), "k: its ",
+                 shape.kv_heads, " heads must divide q's ", shape.heads, " (grouped-query attention), got shape ",
+                 shape_of(k));
   }
   return {shape, size(q, shape.ndim - 2), size(k, shape.ndim - 2), size(q, shape.ndim - 1), size(v, shape.ndim - 1)};
 }
@@ -59,9 +60,11 @@ inline OperandSizes operand_sizes(const Array& q, const Array& k, const Array& v
 // q's dtype, last axis contiguous. Returns where its rows live (head_group > 1 when it has fewer heads than q); the
 // stride of an axis of extent 1 is never used and is given as 0 (torch gives such axes arbitrary strides, which would
 // otherwise spoil the kernels' alignment checks).
-inline OperandLayout strided_operand(const Array& array, const char* name, const Array& q, ProblemShape shape,
-                                     index_t heads, index_t rows, const char* rows_meaning, index_t dim,
-                                     const char* dim_meaning) {
+template <class Place>
+OperandLayout strided_operand(const Array& array, const char* name, const Array& q, ProblemShape shape, index_t heads,
+                              index_t rows, const char* rows_meaning, index_t dim, const char* dim_meaning,
+                              Place& place) {
+  place.check(array, name);
   SPATTN_CHECK(array.ndim() == shape.ndim, name, " must be ", shape.ndim, "-D like q, got shape ", shape_of(array));
   check_same_dtype(array, name, q, "q");
   check_size(array, name, 0, shape.leading, "q's dimension 0");
@@ -95,6 +98,57 @@ inline void check_no_overlap(const Array& array, const char* name) {
     SPATTN_CHECK(stride >= extent, name, " must not overlap itself (an expanded or overlapping view)");
     extent = stride * length;
   }
+}
+
+// What every fused attention call checks of its operands, CPU or CUDA: q [.., Nq, D], k [.., Nk, D], v [.., Nk,
+// Dv] (3-D or 4-D, strided; 4-D k and v may have fewer heads, a divisor of q's), lse [.., Nq] contiguous of
+// `lse_dtype`, bias [1 | H | B * H, nnz] or None (shared, per head, per problem), all in `place`. The pattern is
+// the backend's to check (its contents are read on the CPU only); nnz is the size of its col_indices.
+struct AttentionOperands {
+  ProblemShape shape;
+  AttentionDims dims;
+  AttentionLayouts layouts;  // out and grad_out are filled in by out_layout
+  index_t rows, cols;
+};
+
+template <class Place>
+AttentionOperands attention_operands(const Array& q, const Array& k, const Array& v, const OptionalArray& bias,
+                                     index_t nnz, const Array& lse, nb::dlpack::dtype lse_dtype,
+                                     const char* lse_dtype_rule, Place& place) {
+  place.check(q, "q");
+  const auto [shape, rows, cols, head_dim, value_dim] = operand_sizes(q, k, v);
+  AttentionOperands operands{
+      shape, AttentionDims{shape.batch(), head_dim, value_dim, 0, shape.heads, shape.head_group()}, {}, rows, cols};
+  operands.layouts.q =
+      strided_operand(q, "q", q, shape, shape.heads, rows, "q's number of queries", head_dim, "q's head dim", place);
+  operands.layouts.k =
+      strided_operand(k, "k", q, shape, shape.kv_heads, cols, "k's number of keys", head_dim, "q's head dim", place);
+  operands.layouts.v =
+      strided_operand(v, "v", q, shape, shape.kv_heads, cols, "k's number of keys", value_dim, "v's head dim", place);
+  check_layout(lse, "lse", shape.ndim - 1, place);
+  check_size(lse, "lse", 0, shape.leading, "q's dimension 0");
+  if (shape.ndim == 4) check_size(lse, "lse", 1, shape.heads, "q's number of heads");
+  check_size(lse, "lse", shape.ndim - 2, rows, "the number of queries");
+  SPATTN_CHECK(lse.dtype() == lse_dtype, "lse must be ", lse_dtype_rule);
+  if (bias) {
+    check_layout(*bias, "bias", 2, place);
+    check_same_dtype(*bias, "bias", q, "q");
+    check_size(*bias, "bias", 1, nnz, "the pattern's nnz");
+    const index_t bias_heads = size(*bias, 0);
+    SPATTN_CHECK(bias_heads == 1 || bias_heads == shape.heads || bias_heads == shape.batch(), "bias must have 1, ",
+                 shape.heads, " (q's heads) or ", shape.batch(), " (one per problem, [B, H, nnz]) rows, got shape ",
+                 shape_of(*bias));
+    operands.dims.bias_heads = bias_heads;
+  }
+  return operands;
+}
+
+// out (forward output, backward input) or grad_out: like q's rows with v's dim, strided.
+template <class Place>
+OperandLayout out_layout(const Array& out, const char* name, const Array& q, const AttentionOperands& operands,
+                         Place& place) {
+  return strided_operand(out, name, q, operands.shape, operands.shape.heads, operands.rows, "the number of queries",
+                         operands.dims.value_dim, "v's head dim", place);
 }
 
 }  // namespace spattn::python

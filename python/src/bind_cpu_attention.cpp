@@ -20,21 +20,6 @@ namespace spattn::python {
 
 namespace {
 
-// An operand on the CPU (see attention_operands.hpp).
-OperandLayout checked_operand(const Array& array, const char* name, const Array& q, ProblemShape shape, index_t heads,
-                              index_t rows, const char* rows_meaning, index_t dim, const char* dim_meaning) {
-  SPATTN_CHECK(array.device_type() == nb::device::cpu::value, name, " must be on the CPU");
-  return strided_operand(array, name, q, shape, heads, rows, rows_meaning, dim, dim_meaning);
-}
-
-// A contiguous array of rank `ndim` whose leading sizes are q's (lse: q's shape without its last axis).
-void check_contiguous_like(const Array& array, const char* name, ProblemShape shape, std::size_t ndim) {
-  SPATTN_CHECK(array.device_type() == nb::device::cpu::value, name, " must be on the CPU");
-  check_rank_and_contiguity(array, name, ndim);
-  check_size(array, name, 0, shape.leading, "q's dimension 0");
-  if (shape.ndim == 4) check_size(array, name, 1, shape.heads, "q's number of heads");
-}
-
 // The plan, if given, is checked to be a plan of this pattern: group_offsets rise from 0 to rows,
 // group_rows is a permutation of the rows, and every row of a group has its group's column list (O(rows +
 // nnz), like the pattern's own validation).
@@ -42,8 +27,8 @@ GroupsView checked_groups(CsrView pattern, const OptionalArray& group_offsets, c
   SPATTN_CHECK(group_offsets.has_value() == group_rows.has_value(),
                "group_offsets and group_rows must be given together (both None for no plan)");
   if (!group_offsets) return {};
-  const index_t* offsets = indices(*group_offsets, "group_offsets");
-  const index_t* rows_of_groups = indices(*group_rows, "group_rows");
+  const index_t* offsets = indices(*group_offsets, "group_offsets", on_cpu);
+  const index_t* rows_of_groups = indices(*group_rows, "group_rows", on_cpu);
   const index_t groups = size(*group_offsets, 0) - 1;
   SPATTN_CHECK(groups >= 0 && offsets[0] == 0 && offsets[groups] == pattern.rows,
                "group_offsets must start at 0 and end at the number of queries, ", pattern.rows);
@@ -73,52 +58,24 @@ GroupsView checked_groups(CsrView pattern, const OptionalArray& group_offsets, c
   return {groups, offsets, rows_of_groups};
 }
 
-struct Attention {
+// The operands (attention_operands.hpp), the pattern, validated, and its plan, checked against it.
+struct Attention : AttentionOperands {
   CsrView pattern;
   GroupsView groups;
-  AttentionDims dims;
-  AttentionLayouts layouts;
-  ProblemShape shape;
 };
 
-// q [.., Nq, D], k [.., Nk, D], v [.., Nk, Dv] (3-D or 4-D, strided), bias [bias_heads, nnz] or None,
-// lse [.., Nq] contiguous (float64 for float64 inputs, else float32), the pattern and its plan.
 Attention check_attention(const Array& q, const Array& k, const Array& v, const OptionalArray& bias,
                           const Array& row_offsets, const Array& col_indices, const OptionalArray& group_offsets,
                           const OptionalArray& group_rows, const Array& lse) {
-  const auto [shape, rows, cols, head_dim, value_dim] = operand_sizes(q, k, v);
-  Attention attention{};
-  attention.shape = shape;
-  attention.layouts.q =
-      checked_operand(q, "q", q, shape, shape.heads, rows, "q's number of queries", head_dim, "q's head dim");
-  attention.layouts.k =
-      checked_operand(k, "k", q, shape, shape.kv_heads, cols, "k's number of keys", head_dim, "q's head dim");
-  attention.layouts.v =
-      checked_operand(v, "v", q, shape, shape.kv_heads, cols, "k's number of keys", value_dim, "v's head dim");
-  check_contiguous_like(lse, "lse", shape, shape.ndim - 1);
-  check_size(lse, "lse", shape.ndim - 2, rows, "the number of queries");
-  SPATTN_CHECK(lse.dtype() == (q.dtype() == nb::dtype<double>() ? nb::dtype<double>() : nb::dtype<float>()),
-               "lse must be float64 for float64 inputs and float32 otherwise");
-  attention.pattern = checked_pattern(rows, cols, row_offsets, col_indices);
+  const bool float64 = q.dtype() == nb::dtype<double>();
+  Attention attention{
+      attention_operands(q, k, v, bias, nnz_of(col_indices), lse, float64 ? nb::dtype<double>() : nb::dtype<float>(),
+                         "float64 for float64 inputs and float32 otherwise", on_cpu),
+      {},
+      {}};
+  attention.pattern = checked_pattern(attention.rows, attention.cols, row_offsets, col_indices);
   attention.groups = checked_groups(attention.pattern, group_offsets, group_rows);
-  attention.dims = AttentionDims{shape.batch(), head_dim, value_dim, 0, shape.heads, shape.head_group()};
-  if (bias) {
-    check_layout(*bias, "bias", 2);
-    check_same_dtype(*bias, "bias", q, "q");
-    check_size(*bias, "bias", 1, attention.pattern.nnz(), "the pattern's nnz");
-    const index_t bias_heads = size(*bias, 0);
-    SPATTN_CHECK(bias_heads == 1 || bias_heads == shape.heads || bias_heads == shape.batch(), "bias must have 1, ",
-                 shape.heads, " (q's heads) or ", shape.batch(), " (one per problem, [B, H, nnz]) rows, got shape ",
-                 shape_of(*bias));
-    attention.dims.bias_heads = bias_heads;
-  }
   return attention;
-}
-
-// out (forward output, backward input): like q's rows with v's dim.
-OperandLayout checked_out(const Array& out, const char* name, const Array& q, const Attention& attention) {
-  return checked_operand(out, name, q, attention.shape, attention.shape.heads, attention.pattern.rows,
-                         "the number of queries", attention.dims.value_dim, "v's head dim");
 }
 
 }  // namespace
@@ -129,7 +86,7 @@ void bind_cpu_attention(nb::module_& m) {
                                     double scale, Array out, Array lse) {
     nb::gil_scoped_release release;
     Attention attention = check_attention(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, lse);
-    attention.layouts.out = checked_out(out, "out", q, attention);
+    attention.layouts.out = out_layout(out, "out", q, attention, on_cpu);
     check_no_overlap(out, "out");
     dispatch(q, "q", [&](auto tag) {
       using T = decltype(tag);
@@ -158,17 +115,17 @@ void bind_cpu_attention(nb::module_& m) {
     nb::gil_scoped_release release;
     Attention attention = check_attention(q, k, v, bias, row_offsets, col_indices, group_offsets, group_rows, lse);
     const TransposedView transposed = checked_transposed(attention.pattern, t_row_offsets, t_col_indices, permutation);
-    attention.layouts.out = checked_out(out, "out", q, attention);
-    attention.layouts.grad_out = checked_out(grad_out, "grad_out", q, attention);
-    check_like(grad_q, "grad_q", q, "q");
-    check_like(grad_k, "grad_k", k, "k");
-    check_like(grad_v, "grad_v", v, "v");
-    if (grad_lse) check_like(*grad_lse, "grad_lse", lse, "lse");
+    attention.layouts.out = out_layout(out, "out", q, attention, on_cpu);
+    attention.layouts.grad_out = out_layout(grad_out, "grad_out", q, attention, on_cpu);
+    check_like(grad_q, "grad_q", q, "q", on_cpu);
+    check_like(grad_k, "grad_k", k, "k", on_cpu);
+    check_like(grad_v, "grad_v", v, "v", on_cpu);
+    if (grad_lse) check_like(*grad_lse, "grad_lse", lse, "lse", on_cpu);
     if (grad_bias) {
       SPATTN_CHECK(bias.has_value(), "grad_bias must be None when bias is None");
-      check_like(*grad_bias, "grad_bias", *bias, "bias");
+      check_like(*grad_bias, "grad_bias", *bias, "bias", on_cpu);
     }
-    check_layout(workspace, "workspace", 1);
+    check_layout(workspace, "workspace", 1, on_cpu);
     check_same_dtype(workspace, "workspace", lse, "lse");
     const index_t needed = cpu::attention_backward_workspace_size(attention.pattern, attention.dims);
     SPATTN_CHECK(size(workspace, 0) >= needed, "workspace must have at least ", needed, " elements, got ",

@@ -17,8 +17,8 @@ namespace {
 
 // Two [batch, n, dim] operands of one product: `second` has `first`'s batch size, dim and dtype.
 void check_operand_pair(const Array& first, const char* first_name, const Array& second, const char* second_name) {
-  check_layout(first, first_name, 3);
-  check_dense(second, second_name, first, first_name, size(first, 0));
+  check_layout(first, first_name, 3, on_cpu);
+  check_dense(second, second_name, first, first_name, size(first, 0), on_cpu);
   check_size(second, second_name, 2, size(first, 2), (std::string(first_name) + "'s last dimension").c_str());
 }
 
@@ -29,7 +29,7 @@ void bind_cpu_kernels(nb::module_& m) {
     check_operand_pair(a, "a", b, "b");
     nb::gil_scoped_release release;
     const CsrView pattern = checked_pattern(size(a, 1), size(b, 1), row_offsets, col_indices);
-    check_values(out, "out", a, "a", size(a, 0), pattern.nnz());
+    check_values(out, "out", a, "a", size(a, 0), pattern.nnz(), on_cpu);
     dispatch(a, "a", [&](auto tag) {
       using T = decltype(tag);
       cpu::sddmm(pattern, data<T>(a), data<T>(b), data<T>(out), size(a, 0), size(a, 2));
@@ -40,12 +40,12 @@ void bind_cpu_kernels(nb::module_& m) {
                                  Array t_row_offsets, Array t_col_indices, Array permutation, Array grad_a,
                                  Array grad_b) {
     check_operand_pair(a, "a", b, "b");
-    check_like(grad_a, "grad_a", a, "a");
-    check_like(grad_b, "grad_b", b, "b");
+    check_like(grad_a, "grad_a", a, "a", on_cpu);
+    check_like(grad_b, "grad_b", b, "b", on_cpu);
     nb::gil_scoped_release release;
     const CsrView pattern = checked_pattern(size(a, 1), size(b, 1), row_offsets, col_indices);
     const TransposedView transposed = checked_transposed(pattern, t_row_offsets, t_col_indices, permutation);
-    check_values(grad, "grad", a, "a", size(a, 0), pattern.nnz());
+    check_values(grad, "grad", a, "a", size(a, 0), pattern.nnz(), on_cpu);
     dispatch(a, "a", [&](auto tag) {
       using T = decltype(tag);
       cpu::sddmm_backward(pattern, transposed, data<T>(grad), data<T>(a), data<T>(b), data<T>(grad_a),
@@ -56,8 +56,8 @@ void bind_cpu_kernels(nb::module_& m) {
 
   // Softmax never reads column indices, but the pattern is validated all the same (any column count goes).
   m.def("cpu_sparse_softmax", [](Array values, Array row_offsets, Array col_indices, Array out) {
-    check_layout(values, "values", 2);
-    check_like(out, "out", values, "values");
+    check_layout(values, "values", 2, on_cpu);
+    check_like(out, "out", values, "values", on_cpu);
     nb::gil_scoped_release release;
     const CsrView pattern = checked_pattern(size(row_offsets, 0) - 1, std::numeric_limits<index_t>::max(),
                                             row_offsets, col_indices);
@@ -68,11 +68,11 @@ void bind_cpu_kernels(nb::module_& m) {
     });
   }, nb::arg("values"), nb::arg("row_offsets"), nb::arg("col_indices"), nb::arg("out"));
 
-  m.def("cpu_sparse_softmax_backward", [](Array grad, Array out, Array row_offsets, Array col_indices,
-                                          Array grad_values) {
-    check_layout(out, "out", 2);
-    check_like(grad, "grad", out, "out");
-    check_like(grad_values, "grad_values", out, "out");
+  m.def("cpu_sparse_softmax_backward",
+        [](Array grad, Array out, Array row_offsets, Array col_indices, Array grad_values) {
+    check_layout(out, "out", 2, on_cpu);
+    check_like(grad, "grad", out, "out", on_cpu);
+    check_like(grad_values, "grad_values", out, "out", on_cpu);
     nb::gil_scoped_release release;
     const CsrView pattern = checked_pattern(size(row_offsets, 0) - 1, std::numeric_limits<index_t>::max(),
                                             row_offsets, col_indices);
@@ -84,14 +84,14 @@ void bind_cpu_kernels(nb::module_& m) {
   }, nb::arg("grad"), nb::arg("out"), nb::arg("row_offsets"), nb::arg("col_indices"), nb::arg("grad_values"));
 
   m.def("cpu_spmm", [](Array values, Array b, Array row_offsets, Array col_indices, Array out) {
-    check_layout(b, "b", 3);
-    check_layout(out, "out", 3);
+    check_layout(b, "b", 3, on_cpu);
+    check_layout(out, "out", 3, on_cpu);
     check_same_dtype(out, "out", b, "b");
     check_size(out, "out", 0, size(b, 0), "the batch size");
     check_size(out, "out", 2, size(b, 2), "b's last dimension");
     nb::gil_scoped_release release;
     const CsrView pattern = checked_pattern(size(out, 1), size(b, 1), row_offsets, col_indices);
-    check_values(values, "values", b, "b", size(b, 0), pattern.nnz());
+    check_values(values, "values", b, "b", size(b, 0), pattern.nnz(), on_cpu);
     dispatch(b, "b", [&](auto tag) {
       using T = decltype(tag);
       cpu::spmm(pattern, data<T>(values), data<T>(b), data<T>(out), size(b, 0), size(b, 2));
@@ -102,12 +102,12 @@ void bind_cpu_kernels(nb::module_& m) {
                                 Array t_row_offsets, Array t_col_indices, Array permutation, Array grad_values,
                                 Array grad_b) {
     check_operand_pair(b, "b", grad_out, "grad_out");
-    check_like(grad_b, "grad_b", b, "b");
+    check_like(grad_b, "grad_b", b, "b", on_cpu);
     nb::gil_scoped_release release;
     const CsrView pattern = checked_pattern(size(grad_out, 1), size(b, 1), row_offsets, col_indices);
     const TransposedView transposed = checked_transposed(pattern, t_row_offsets, t_col_indices, permutation);
-    check_values(values, "values", b, "b", size(b, 0), pattern.nnz());
-    check_like(grad_values, "grad_values", values, "values");
+    check_values(values, "values", b, "b", size(b, 0), pattern.nnz(), on_cpu);
+    check_like(grad_values, "grad_values", values, "values", on_cpu);
     dispatch(b, "b", [&](auto tag) {
       using T = decltype(tag);
       cpu::spmm_backward(pattern, transposed, data<T>(grad_out), data<T>(values), data<T>(b), data<T>(grad_values),

@@ -30,6 +30,9 @@ NB_MODULE(_C, module) {
     }
   });
 
+  // The version written in CMakeLists.txt's project(); spattn.__version__ reads it from here.
+  module.attr("__version__") = spattn::build_info().version;
+
   module.def("build_info", [] {
     const spattn::BuildInfo info = spattn::build_info();
     nb::dict result;
@@ -38,6 +41,10 @@ NB_MODULE(_C, module) {
     result["cuda_archs"] = info.cuda_archs;
     result["cuda_version"] = info.cuda_version;
     result["cusparse"] = info.cusparse;
+    // cuSPARSE is loaded on first use (this call loads it): whether it can be here, and if not, why.
+    const std::string cusparse_load_error = spattn::cuda::cusparse_load_error();
+    result["cusparse_loadable"] = cusparse_load_error.empty();
+    result["cusparse_load_error"] = cusparse_load_error;
     result["cusparse_version"] = spattn::cuda::cusparse_version();
     result["openmp"] = info.openmp;
     result["compiler"] = info.compiler;

@@ -15,7 +15,11 @@ bool is_available();
 int device_count();
 // "NVIDIA H100 80GB HBM3 (sm_90)" or an explanation of why there is none.
 std::string device_name(int device);
-// cuSPARSE's version as major * 1000 + minor * 100 + patch, or 0 when built without cuSPARSE.
+// cuSPARSE's version as major * 1000 + minor * 100 + patch, or 0 when built without cuSPARSE or when
+// libcusparse cannot be loaded (it is loaded on first use, not linked).
 int cusparse_version();
+// Why the cuSPARSE entry points cannot run here (built without it, or the library and where it was looked
+// for), or "" when they can.
+std::string cusparse_load_error();
 
 }  // namespace spattn::cuda

@@ -85,34 +85,41 @@ void attention_forward_grouped(CsrView pattern, GroupsView groups, const T* q, c
 }
 
 // Scratch needed by attention_backward, in floats: the row terms rowsum(grad_out * out) [batch, rows], a
-// group index per row (2 floats each) and, for a bias gradient, deterministic partial sums of it (about
-// batch / 4 x nnz floats). Pass dims.bias_heads = 0 when no bias gradient is wanted. Unlike the CPU version
-// it takes nnz explicitly: the view's arrays live on the device, and this runs on the host. The workspace
-// must be 8-byte aligned for the tensor-core path of the overload with a plan.
+// group index per row (2 floats each), for a bias gradient deterministic partial sums of it (about
+// batch / 4 x nnz floats) and, under grouped-query attention (dims.head_group > 1), the tensor-core
+// backward's dK and dV per query head [batch, cols, head_dim + value_dim] (summed per k/v head afterwards).
+// Pass dims.bias_heads = 0 when no bias gradient is wanted. Unlike the CPU version it takes nnz explicitly:
+// the view's arrays live on the device, and this runs on the host. The workspace must be 8-byte aligned for
+// the tensor-core path of the overload with a plan.
 index_t attention_backward_workspace_size(CsrView pattern, index_t nnz, AttentionDims dims);
 
-// grad_bias may be null (no bias gradient wanted); it is summed over the problems sharing a head, in a
-// fixed order. dK and dV walk the transposed pattern.
+// grad_bias may be null (no bias gradient wanted); it is summed over the problems sharing a bias head, in a
+// fixed order (nothing to sum for a per-problem bias, bias_heads = batch). grad_lse ([batch, rows], may be
+// null for none) is the gradient reaching lse itself: d lse_i / d s_ij = P_ij, so it enters as
+// dS_ij = P_ij (dP_ij - rowsum(dO_i O_i) + grad_lse_i). dK and dV walk the transposed pattern; under
+// grouped-query attention (dims.head_group = g > 1) each k/v head's dK and dV sum its g query heads', in a
+// fixed order.
 //
 // With the pattern's execution plan (as attention_forward_grouped; an empty GroupsView for none): for float16
 // and bfloat16 with head dims up to 128 on sm_80 or newer, a tensor-core kernel walks the plan's groups: it
 // computes dQ and the bias gradient, and dK and dV of every column whose entries all lie in one group of at
 // most 64 rows (every key of a Swin window); a column pass takes the other columns. Deterministic either way.
-// q, k, v, out and grad_out are read through `layouts` (as attention_forward); grad_q, grad_k and grad_v are
-// contiguous [batch, N, dim].
+// q, k, v, out and grad_out are read through `layouts` (as attention_forward); grad_q is contiguous
+// [batch, rows, head_dim], grad_k and grad_v contiguous [batch / head_group, cols, dim].
 template <typename T>
 void attention_backward(CsrView pattern, TransposedView transposed, GroupsView groups, const T* q, const T* k,
                         const T* v, const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
-                        AttentionDims dims, const AttentionLayouts& layouts, double scale, T* grad_q, T* grad_k,
-                        T* grad_v, T* grad_bias, accumulate_t<T>* workspace, cudaStream_t stream);
+                        const accumulate_t<T>* grad_lse, AttentionDims dims, const AttentionLayouts& layouts,
+                        double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias, accumulate_t<T>* workspace,
+                        cudaStream_t stream);
 
 // Contiguous operands, with a plan.
 template <typename T>
 void attention_backward(CsrView pattern, TransposedView transposed, GroupsView groups, const T* q, const T* k,
                         const T* v, const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
-                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
-                        accumulate_t<T>* workspace, cudaStream_t stream) {
-  attention_backward(pattern, transposed, groups, q, k, v, bias, out, grad_out, lse, dims,
+                        const accumulate_t<T>* grad_lse, AttentionDims dims, double scale, T* grad_q, T* grad_k,
+                        T* grad_v, T* grad_bias, accumulate_t<T>* workspace, cudaStream_t stream) {
+  attention_backward(pattern, transposed, groups, q, k, v, bias, out, grad_out, lse, grad_lse, dims,
                      AttentionLayouts::contiguous(pattern, dims), scale, grad_q, grad_k, grad_v, grad_bias, workspace,
                      stream);
 }
@@ -121,10 +128,10 @@ void attention_backward(CsrView pattern, TransposedView transposed, GroupsView g
 template <typename T>
 void attention_backward(CsrView pattern, TransposedView transposed, const T* q, const T* k, const T* v,
                         const T* bias, const T* out, const T* grad_out, const accumulate_t<T>* lse,
-                        AttentionDims dims, double scale, T* grad_q, T* grad_k, T* grad_v, T* grad_bias,
-                        accumulate_t<T>* workspace, cudaStream_t stream) {
-  attention_backward(pattern, transposed, GroupsView{}, q, k, v, bias, out, grad_out, lse, dims, scale, grad_q,
-                     grad_k, grad_v, grad_bias, workspace, stream);
+                        const accumulate_t<T>* grad_lse, AttentionDims dims, double scale, T* grad_q, T* grad_k,
+                        T* grad_v, T* grad_bias, accumulate_t<T>* workspace, cudaStream_t stream) {
+  attention_backward(pattern, transposed, GroupsView{}, q, k, v, bias, out, grad_out, lse, grad_lse, dims, scale,
+                     grad_q, grad_k, grad_v, grad_bias, workspace, stream);
 }
 
 // Dynamic shared memory per block, in bytes, of the tensor-core kernel over the plan's schedule (backward:

@@ -9,23 +9,37 @@
 
 namespace spattn::patterns {
 
-// One axis of a neighborhood pattern.
+// One axis of a neighborhood pattern: NATTEN 0.21's rule (kernel_size, stride, dilation, is_causal).
 //
-// The axis splits into `dilation` interleaved groups (coordinates equal modulo dilation). Within its
-// group a query's window is the `kernel_size` consecutive group members centred on it, shifted inwards at
-// the borders so that it always holds exactly kernel_size members: with pos and group_length counted in
-// group members, the window starts at min(max(pos - kernel_size / 2, 0), group_length - kernel_size).
-// Causal: the kernel_size group members ending at the query (fewer near the start).
+// The axis splits into `dilation` interleaved groups (coordinates equal modulo dilation); positions and
+// lengths below count group members. Queries split into stride groups of `stride` consecutive positions,
+// [p / stride * stride, ... + stride), and a query's window is that of its group's leader:
+//   non-causal: leader = min(p / stride * stride + stride / 2, length - 1) (the centre, its right one for an
+//               even stride); the window is the `kernel_size` members from
+//               min(max(leader - kernel_size / 2, 0), length - kernel_size): centred on the leader (one more
+//               member on the left for an even kernel), shifted inwards at the borders so that it always holds
+//               exactly kernel_size members.
+//   causal:     leader = min(p / stride * stride + stride - 1, length - 1) (the last); the window runs from
+//               max(leader - kernel_size + 1, 0) to the query itself (never past it), so queries of one stride
+//               group share a start but not an end.
+// stride == 1 is the plain sliding window; stride == kernel_size tiles the axis into blocks (window
+// attention), with a last, partial block's queries attending to the last kernel_size members.
+// Read in NATTEN's source: the flex mask (src/natten/backends/flex.py, get_na_flex_mask /
+// single_dim_tiling_mask: stride_group_leader, window_center clamped to [window_left, length - 1 -
+// window_right]) and get_win_start in its CUDA kernels, which agree.
 //
-// Every group must hold at least kernel_size members, i.e. kernel_size * dilation <= size (NATTEN's
-// rule). The same rule applies to causal axes, where a longer kernel would be well defined but could
-// never be filled: keeping one rule means a (shape, kernel_size, dilation) is valid or not whatever
-// `causal` says, and the kernel's relative-position table is always fully used.
+// Every group must hold at least kernel_size members, i.e. kernel_size * dilation <= size, and
+// 1 <= stride <= kernel_size (NATTEN's check_args_against_input). The size rule applies to causal axes too,
+// where a longer kernel would be well defined but could never be filled: keeping one rule means a
+// (shape, kernel_size, dilation) is valid or not whatever `causal` says, and the kernel's relative-position
+// table is always fully used. A query always lies in its own window, so key - query stays within
+// +-(kernel_size - 1) members whatever the stride.
 struct NeighborhoodAxis {
   index_t size = 1;
   index_t kernel_size = 1;
   index_t dilation = 1;
   bool causal = false;
+  index_t stride = 1;
 };
 
 // Neighborhood attention over 1 to 3 axes: a token attends to the product of its per-axis windows.

@@ -21,15 +21,19 @@ struct AxisWindow {
   index_t begin, count, step;
 };
 
+// NATTEN's per-axis rule, written out in neighborhood.hpp (NeighborhoodAxis).
 AxisWindow window_of(const NeighborhoodAxis& axis, index_t x) {
   const index_t group = x % axis.dilation, position = x / axis.dilation;
   const index_t group_length = (axis.size - group + axis.dilation - 1) / axis.dilation;
+  const index_t stride_group_start = position / axis.stride * axis.stride;
   index_t first = 0, count = axis.kernel_size;
   if (axis.causal) {
-    first = std::max<index_t>(position - axis.kernel_size + 1, 0);
+    const index_t leader = std::min(stride_group_start + axis.stride - 1, group_length - 1);
+    first = std::max<index_t>(leader - axis.kernel_size + 1, 0);
     count = position - first + 1;
   } else {
-    first = std::min(std::max<index_t>(position - axis.kernel_size / 2, 0), group_length - axis.kernel_size);
+    const index_t leader = std::min(stride_group_start + axis.stride / 2, group_length - 1);
+    first = std::min(std::max<index_t>(leader - axis.kernel_size / 2, 0), group_length - axis.kernel_size);
   }
   return {group + first * axis.dilation, count, axis.dilation};
 }
@@ -42,6 +46,8 @@ void check_axes(const std::vector<NeighborhoodAxis>& axes) {
     SPATTN_CHECK(axis.size >= 1, "shape[", i, "] must be >= 1, got ", axis.size);
     SPATTN_CHECK(axis.kernel_size >= 1, "kernel_size[", i, "] must be >= 1, got ", axis.kernel_size);
     SPATTN_CHECK(axis.dilation >= 1, "dilation[", i, "] must be >= 1, got ", axis.dilation);
+    SPATTN_CHECK(axis.stride >= 1 && axis.stride <= axis.kernel_size, "stride[", i, "] must be in [1, kernel_size[",
+                 i, "] = ", axis.kernel_size, "], got ", axis.stride);
     // size / dilation (rounded down) is the length of the smallest dilation group.
     SPATTN_CHECK(axis.kernel_size <= axis.size / axis.dilation, "kernel_size[", i, "] = ", axis.kernel_size,
                  " does not fit axis ", i, ": with shape[", i, "] = ", axis.size, " and dilation[", i,
