@@ -26,6 +26,7 @@ MODULES = [
     "spattn.plot",
     "spattn.compat.xformers",
     "spattn.compat.natten",
+    "spattn.compat.flex",
 ]
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "api"

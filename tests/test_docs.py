@@ -15,6 +15,8 @@ import pytest
 pytest.importorskip("pdoc")
 
 import spattn  # noqa: E402
+import spattn.compat.flex  # noqa: E402
+import spattn.compat.natten  # noqa: E402
 import spattn.compat.xformers  # noqa: E402
 import spattn.functional  # noqa: E402
 import spattn.layouts  # noqa: E402
@@ -37,6 +39,8 @@ PAGES = {
     "spattn/neighborhood_attention.html": ["NeighborhoodAttention2D", "NeighborhoodAttention2D.forward"],
     "spattn/plot.html": [],
     "spattn/compat/xformers.html": ["SparseCS"],
+    "spattn/compat/natten.html": [],
+    "spattn/compat/flex.html": [],
     "spattn/timm.html": [],
     "spattn/torchvision.html": [],
     "spattn/transformers.html": [],
@@ -50,6 +54,8 @@ EXPORTS = {
     "spattn/functional.html": spattn.functional,
     "spattn/plot.html": spattn.plot,
     "spattn/compat/xformers.html": spattn.compat.xformers,
+    "spattn/compat/natten.html": spattn.compat.natten,
+    "spattn/compat/flex.html": spattn.compat.flex,
 }
 
 
